@@ -1,0 +1,134 @@
+# lmp -- build, test, benchmark. `make help` lists the targets.
+#
+#   make            build lmp/core.so and the runtime for $(LUA) (5.4 default)
+#   make run        install what is missing, build, run the example pool job
+#   make test       install, build for every Lua, run every suite
+#   make LUA=5.1    (or LUA=luajit) build and test for one other Lua
+
+LUA ?= 5.4
+PREFIX ?= /usr/local
+DESTDIR ?=
+LUAS ?= 5.4 5.1 luajit
+
+ifeq ($(LUA),luajit)
+  LUA_INC := /usr/include/luajit-2.1
+  LUA_LIB := -lluajit-5.1
+  LUA_BIN := luajit
+  LUA_ABI := 5.1
+  LUA_DEFS := -DLMP_LUAJIT
+else
+  LUA_INC := /usr/include/lua$(LUA)
+  LUA_LIB := -llua$(LUA)
+  LUA_BIN := lua$(LUA)
+  LUA_ABI := $(LUA)
+  LUA_DEFS :=
+endif
+
+LUADIR := $(PREFIX)/share/lua/$(LUA_ABI)
+CMODDIR := $(PREFIX)/lib/x86_64-linux-gnu/lua/$(LUA_ABI)
+BUILD := build/$(LUA)
+
+CC ?= cc
+OPT ?= -O2 -g
+WARN := -Wall -Wextra -Wshadow -Wmissing-prototypes -Werror
+CFLAGS += -std=c99 $(OPT) $(WARN) -fPIC -fvisibility=hidden $(EXTRA_CFLAGS)
+LMP_CPPFLAGS := -I$(LUA_INC) -Imodules -Icore $(LUA_DEFS) \
+                -DLMP_LUADIR='"$(LUADIR)"'
+LIBS := -lhiredis -lsodium -lpthread -lm -lrt $(EXTRA_LIBS)
+
+CORE_SRC := $(wildcard core/*.c)
+MOD_SRC := $(filter-out modules/lmp_main.c,$(wildcard modules/*.c))
+CORE_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CORE_SRC))
+MOD_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(MOD_SRC))
+HEADERS := $(wildcard core/*.h modules/*.h)
+CTEST_SRC := $(wildcard spec/c/test_*.c)
+CTESTS := $(patsubst spec/c/%.c,$(BUILD)/ctest/%,$(CTEST_SRC))
+
+DEBIAN_PKGS := lua5.4 liblua5.4-dev lua5.1 liblua5.1-0-dev luajit \
+  libluajit-5.1-dev lua-cjson lua-cjson-dev lua-busted redis-server \
+  libhiredis-dev libsodium-dev luarocks valgrind pkg-config gcc make
+
+.PHONY: all deps run test test-c test-lua bench check-mem install clean \
+        examples help rockspec-check
+
+all: $(BUILD)/lmp/core.so $(BUILD)/bin/lmp lmp-link $(CTESTS) examples
+
+help:
+	@sed -n '1,8p' Makefile
+
+# Installs the Debian packages that are missing; apt-get update runs once,
+# and only when something is missing.
+deps:
+	@missing=""; for p in $(DEBIAN_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" \
+	    || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(BUILD)/obj/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LMP_CPPFLAGS) -c $< -o $@
+
+$(BUILD)/lmp/core.so: $(CORE_OBJ) $(MOD_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -o $@ $^ $(LIBS)
+
+# The runtime: the same objects linked into an executable (exported so
+# that C modules such as cjson.so resolve the Lua API against it).
+$(BUILD)/bin/lmp: $(CORE_OBJ) $(MOD_OBJ) $(BUILD)/obj/modules/lmp_main.o
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $^ -Wl,-E $(LUA_LIB) $(LIBS) -ldl
+
+# ./lmp is a copy, not a link, so that it finds ./lua next to itself.
+lmp-link: $(BUILD)/bin/lmp
+	@if [ "$(LUA)" = "5.4" ]; then cp -f $(BUILD)/bin/lmp ./lmp; fi
+
+$(BUILD)/ctest/%: spec/c/%.c $(CORE_OBJ) spec/c/ctest.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Icore -Ispec/c -o $@ $< $(CORE_OBJ) $(LIBS)
+
+examples:
+	@if [ -f examples/embed/Makefile.inc ]; then \
+	  $(MAKE) --no-print-directory -f examples/embed/Makefile.inc \
+	    LUA=$(LUA) BUILD=$(BUILD) LUA_INC=$(LUA_INC) LUA_LIB="$(LUA_LIB)" \
+	    LIBS="$(LIBS)" CFLAGS="$(CFLAGS) $(LMP_CPPFLAGS)"; fi
+
+run: deps all
+	./lmp examples/pool_demo.lua
+
+test: deps
+	@for l in $(LUAS); do $(MAKE) --no-print-directory LUA=$$l all || exit 1; done
+	@LUAS="$(LUAS)" bash spec/run_all.sh
+
+test-c: all
+	@LUAS="" bash spec/run_all.sh
+
+test-lua: all
+	@LUAS="$(LUA)" NO_CTEST=1 bash spec/run_all.sh
+
+bench: deps all
+	@bash bench/run_all.sh
+
+# Memory checks: the C tests under valgrind, then a Lua smoke test of
+# every binding under valgrind (see spec/memcheck.sh).
+check-mem: deps all
+	@bash spec/memcheck.sh $(BUILD)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LUADIR)/lmp \
+	  $(DESTDIR)$(CMODDIR)/lmp $(DESTDIR)$(PREFIX)/include
+	install -m 755 $(BUILD)/bin/lmp $(DESTDIR)$(PREFIX)/bin/lmp
+	install -m 644 lua/lmp.lua $(DESTDIR)$(LUADIR)/lmp.lua
+	install -m 644 lua/lmp/*.lua $(DESTDIR)$(LUADIR)/lmp/
+	install -m 755 $(BUILD)/lmp/core.so $(DESTDIR)$(CMODDIR)/lmp/core.so
+	install -m 644 modules/lmp.h $(DESTDIR)$(PREFIX)/include/lmp.h
+
+rockspec-check: deps
+	luarocks --lua-version=$(LUA_ABI) --tree=$(CURDIR)/build/rocks make \
+	  lmp-scm-1.rockspec
+
+clean:
+	rm -rf build lmp

@@ -1,0 +1,175 @@
+/* lmp_aux.c -- helpers shared by every binding (see lmp_aux.h). */
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include <signal.h>
+
+#include "../core/clock.h"
+#include "../core/intr.h"
+#include "lmp_aux.h"
+
+#if LUA_VERSION_NUM < 502 && !defined(LMP_LUAJIT)
+void luaL_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
+  luaL_checkstack(L, nup, "too many upvalues");
+  for (; l->name; l++) {
+    int i;
+    for (i = 0; i < nup; i++) lua_pushvalue(L, -nup);
+    lua_pushcclosure(L, l->func, nup);
+    lua_setfield(L, -(nup + 2), l->name);
+  }
+  lua_pop(L, nup);
+}
+
+void *luaL_testudata(lua_State *L, int idx, const char *tname) {
+  void *p = lua_touserdata(L, idx);
+  if (p && lua_getmetatable(L, idx)) {
+    luaL_getmetatable(L, tname);
+    if (!lua_rawequal(L, -1, -2)) p = NULL;
+    lua_pop(L, 2);
+    return p;
+  }
+  return NULL;
+}
+
+void luaL_setmetatable(lua_State *L, const char *tname) {
+  luaL_getmetatable(L, tname);
+  lua_setmetatable(L, -2);
+}
+
+void luaL_traceback(lua_State *L, lua_State *L1, const char *msg, int level) {
+  lua_getglobal(L, "debug");
+  lua_getfield(L, -1, "traceback");
+  lua_remove(L, -2);
+  if (L1 != L) return;  /* only used on the running thread */
+  if (msg) lua_pushstring(L, msg); else lua_pushnil(L);
+  lua_pushinteger(L, level + 1);
+  lua_call(L, 2, 1);
+}
+#endif
+
+static int error_tostring(lua_State *L) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  lua_getfield(L, 1, "kind");
+  luaL_addvalue(&b);
+  luaL_addstring(&b, ": ");
+  lua_getfield(L, 1, "message");
+  if (!lua_isstring(L, -1)) { lua_pop(L, 1); lua_pushliteral(L, "?"); }
+  luaL_addvalue(&b);
+  lua_getfield(L, 1, "traceback");
+  if (lua_isstring(L, -1)) {
+    luaL_addstring(&b, "\n");
+    luaL_addvalue(&b);
+  } else {
+    lua_pop(L, 1);
+  }
+  luaL_pushresult(&b);
+  return 1;
+}
+
+void lmp_error_init(lua_State *L) {
+  if (luaL_newmetatable(L, LMP_ERROR_MT)) {
+    lua_pushcfunction(L, error_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, "lmp.Error");
+    lua_setfield(L, -2, "__name");
+  }
+  lua_pop(L, 1);
+}
+
+static void push_error_v(lua_State *L, const char *kind, const char *fmt,
+                         va_list ap) {
+  lua_createtable(L, 0, 3);
+  lua_pushstring(L, kind);
+  lua_setfield(L, -2, "kind");
+  lua_pushvfstring(L, fmt, ap);
+  lua_setfield(L, -2, "message");
+  lmp_error_init(L);
+  luaL_getmetatable(L, LMP_ERROR_MT);
+  lua_setmetatable(L, -2);
+}
+
+void lmp_error_push(lua_State *L, const char *kind, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  push_error_v(L, kind, fmt, ap);
+  va_end(ap);
+}
+
+int lmp_error_raise(lua_State *L, const char *kind, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  push_error_v(L, kind, fmt, ap);
+  va_end(ap);
+  return lua_error(L);
+}
+
+static const char *errno_kind(int e) {
+  switch (e) {
+    case ETIMEDOUT: return "timeout";
+    case EPIPE: case ECONNRESET: case EMSGSIZE: case EPROTO: return "broken";
+    case EBADF: return "closed";
+    case EINTR: return "interrupted";
+    default: return "os";
+  }
+}
+
+int lmp_error_raise_errno(lua_State *L, int neg_errno, const char *what) {
+  int e = -neg_errno;
+  if (e == EINTR) return lmp_error_raise_interrupt(L);
+  const char *why = e == EPIPE ? "peer closed the connection"
+                  : e == EMSGSIZE ? "frame larger than the channel's limit"
+                  : e == EPROTO ? "malformed frame" : strerror(e);
+  lmp_error_push(L, errno_kind(e), "%s: %s", what, why);
+  lua_pushinteger(L, e);
+  lua_setfield(L, -2, "errno");
+  return lua_error(L);
+}
+
+int lmp_error_raise_interrupt(lua_State *L) {
+  int sig = lmp_intr_pending;
+  lmp_intr_pending = 0;
+  lua_sethook(L, NULL, 0, 0);   /* the runtime's pending hook, if any */
+  lmp_error_push(L, "interrupted", "interrupted!");
+  lua_pushinteger(L, sig ? sig : SIGINT);
+  lua_setfield(L, -2, "signal");
+  return lua_error(L);
+}
+
+int lmp_error_is(lua_State *L, int idx, const char *kind) {
+  int ok = 0;
+  idx = lua_absindex(L, idx);
+  if (!lua_istable(L, idx) || !lua_getmetatable(L, idx)) return 0;
+  luaL_getmetatable(L, LMP_ERROR_MT);
+  ok = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  if (ok && kind) {
+    lua_getfield(L, idx, "kind");
+    ok = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), kind) == 0;
+    lua_pop(L, 1);
+  }
+  return ok;
+}
+
+double lmp_check_deadline(lua_State *L, int idx) {
+  double t;
+  if (lua_isnoneornil(L, idx)) return LMP_FOREVER;
+  t = luaL_checknumber(L, idx);
+  luaL_argcheck(L, t >= 0, idx, "timeout must be >= 0 or nil");
+  return lmp_deadline(t);
+}
+
+void lmp_newclass(lua_State *L, const char *tname, const luaL_Reg *meta,
+                  const luaL_Reg *methods) {
+  if (luaL_newmetatable(L, tname)) {
+    if (meta) luaL_setfuncs(L, meta, 0);
+    if (methods) {
+      lua_newtable(L);
+      luaL_setfuncs(L, methods, 0);
+      lua_setfield(L, -2, "__index");
+    }
+    lua_pushstring(L, tname);
+    lua_setfield(L, -2, "__name");
+  }
+}

@@ -1,0 +1,134 @@
+--- Shared helpers for the busted specs. Every wait here is bounded.
+-- Concept-specific helpers belong in spec/helpers/<concept>.lua.
+local H = {}
+
+H.root = os.getenv("LMP_ROOT") or "."
+H.lmp_bin = os.getenv("LMP_BIN") or (H.root .. "/lmp")
+H.lua_version = os.getenv("LMP_LUA") or "5.4"
+H.is_luajit = type(jit) == "table"
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+H.shell_quote = shell_quote
+
+--- Polls pred() until it returns a truthy value or `timeout` seconds pass.
+-- Returns pred's value, or nil after the timeout. Never sleeps blindly:
+-- the interval only bounds how often pred is asked.
+function H.wait_until(pred, timeout, interval)
+  local lmp = require "lmp"
+  local deadline = lmp.time() + (timeout or 5)
+  interval = interval or 0.005
+  repeat
+    local v = pred()
+    if v then return v end
+    lmp.sleep(interval)
+  until lmp.time() > deadline
+  return pred() or nil
+end
+
+--- Writes `code` to a temporary script and runs it with the lmp runtime
+-- under `timeout` seconds (default 30). Returns {out=, err=, code=}; code
+-- is the exit status (124 when the time ran out).
+function H.run_lmp(code, opts)
+  opts = opts or {}
+  local script = os.tmpname()
+  local f = assert(io.open(script, "w"))
+  f:write(code)
+  f:close()
+  local out, err = os.tmpname(), os.tmpname()
+  local args = opts.args and table.concat(opts.args, " ") or ""
+  local cmd = string.format("%s timeout -k 2 %d %s %s %s >%s 2>%s </dev/null",
+    opts.env or "", opts.timeout or 30, shell_quote(opts.bin or H.lmp_bin),
+    shell_quote(script), args, out, err)
+  local ok, _, status = os.execute(cmd)
+  local rc
+  if type(ok) == "number" then rc = ok / 256 else rc = status end
+  local function slurp(p)
+    local h = io.open(p)
+    local s = h and h:read("*a") or ""
+    if h then h:close() end
+    os.remove(p)
+    return s
+  end
+  os.remove(script)
+  return {out = slurp(out), err = slurp(err), code = rc}
+end
+
+--- Number of open fds of this process.
+function H.count_fds()
+  local p = io.popen("ls /proc/" .. H.getpid() .. "/fd 2>/dev/null | wc -l")
+  local n = tonumber(p:read("*a"))
+  p:close()
+  return n - 1   -- the ls pipe
+end
+
+function H.getpid()
+  local f = io.open("/proc/self/stat")
+  -- /proc/self is the reader (this process), its first field is the pid
+  local pid = tonumber(f:read("*a"):match("^(%d+)"))
+  f:close()
+  return pid
+end
+
+--- Pids of this process's children (zombies included), from /proc.
+function H.children(pid)
+  pid = pid or H.getpid()
+  local kids = {}
+  local p = io.popen("cat /proc/" .. pid .. "/task/*/children 2>/dev/null")
+  for k in p:read("*a"):gmatch("%d+") do kids[#kids + 1] = tonumber(k) end
+  p:close()
+  return kids
+end
+
+--- State letter of a process (R, S, Z, ...) or nil if it is gone.
+function H.proc_state(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s:match("%) (%a)")
+end
+
+--- A TCP port free on 127.0.0.1 at the time of the call.
+function H.free_port()
+  local p = io.popen([[python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])']])
+  local port = tonumber(p:read("*a"))
+  p:close()
+  return port
+end
+
+--- Deep equality that treats NaN as equal to NaN and compares the
+-- identity structure of shared tables (a -> b mapping must be 1:1).
+function H.deep_equal(a, b, seen)
+  seen = seen or {}
+  if a ~= a and b ~= b then return true end        -- NaN
+  if type(a) ~= type(b) then return false end
+  if type(a) == "number" then
+    if math.type and math.type(a) ~= math.type(b) then return false end
+    if a == 0 and b == 0 then return 1 / a == 1 / b end   -- -0.0
+    return a == b
+  end
+  if type(a) ~= "table" then return a == b end
+  if seen[a] then return seen[a] == b end
+  seen[a] = b
+  if not H.deep_equal(getmetatable(a), getmetatable(b), seen) then return false end
+  for k, v in pairs(a) do
+    local bk = k
+    if type(k) == "table" then
+      bk = nil
+      for k2 in pairs(b) do
+        if seen[k] == k2 or (seen[k] == nil and type(k2) == "table"
+            and H.deep_equal(k, k2, seen)) then bk = k2 break end
+      end
+      if bk == nil then return false end
+    end
+    if not H.deep_equal(v, rawget(b, bk), seen) then return false end
+  end
+  for k in pairs(b) do
+    if type(k) ~= "table" and rawget(a, k) == nil then return false end
+  end
+  return true
+end
+
+return H
