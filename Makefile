@@ -26,7 +26,8 @@ endif
 
 LUADIR := $(PREFIX)/share/lua/$(LUA_ABI)
 CMODDIR := $(PREFIX)/lib/x86_64-linux-gnu/lua/$(LUA_ABI)
-BUILD := build/$(LUA)
+BUILDROOT ?= build
+BUILD := $(BUILDROOT)/$(LUA)
 
 CC ?= cc
 OPT ?= -O2 -g
@@ -84,7 +85,7 @@ $(BUILD)/bin/lmp: $(CORE_OBJ) $(MOD_OBJ) $(BUILD)/obj/modules/lmp_main.o
 
 # ./lmp is a copy, not a link, so that it finds ./lua next to itself.
 lmp-link: $(BUILD)/bin/lmp
-	@if [ "$(LUA)" = "5.4" ]; then cp -f $(BUILD)/bin/lmp ./lmp; fi
+	@if [ "$(LUA)" = "5.4" ] && [ "$(BUILDROOT)" = build ]; then cp -f $(BUILD)/bin/lmp ./lmp; fi
 
 $(BUILD)/ctest/%: spec/c/%.c $(CORE_OBJ) spec/c/ctest.h
 	@mkdir -p $(dir $@)
@@ -101,13 +102,13 @@ run: deps all
 
 test: deps
 	@for l in $(LUAS); do $(MAKE) --no-print-directory LUA=$$l all || exit 1; done
-	@LUAS="$(LUAS)" bash spec/run_all.sh
+	@BUILDROOT=$(BUILDROOT) LUAS="$(LUAS)" bash spec/run_all.sh
 
 test-c: all
-	@LUAS="" bash spec/run_all.sh
+	@BUILDROOT=$(BUILDROOT) LUAS="" bash spec/run_all.sh
 
 test-lua: all
-	@LUAS="$(LUA)" NO_CTEST=1 bash spec/run_all.sh
+	@BUILDROOT=$(BUILDROOT) LUAS="$(LUA)" NO_CTEST=1 BUSTED_ARGS="$(SPEC)" bash spec/run_all.sh
 
 bench: deps all
 	@bash bench/run_all.sh

@@ -5,6 +5,7 @@
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+BUILDROOT=${BUILDROOT:-build}
 LUAS=${LUAS-"5.4 5.1 luajit"}
 SUITE_TIMEOUT=${SUITE_TIMEOUT:-420}
 passed=0
@@ -14,7 +15,7 @@ add() { passed=$((passed + $1)); failed=$((failed + $2)); }
 
 run_ctests() {
   local t out line
-  for t in build/5.4/ctest/test_*; do
+  for t in "$BUILDROOT"/5.4/ctest/test_*; do
     [ -x "$t" ] || continue
     out=$(timeout 120 "$t" 2>&1); rc=$?
     line=$(printf '%s\n' "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed$' | tail -1)
@@ -38,8 +39,8 @@ run_busted() {
   bin=$(lua_bin "$v"); abi=$(lua_abi "$v")
   echo "== busted under $bin"
   out=$(LUA_PATH="$ROOT/lua/?.lua;$ROOT/spec/?.lua;/usr/share/lua/$abi/?.lua;/usr/share/lua/$abi/?/init.lua;;" \
-        LUA_CPATH="$ROOT/build/$v/?.so;;" \
-        LMP_BIN="$ROOT/build/$v/bin/lmp" LMP_LUA="$v" LMP_ROOT="$ROOT" \
+        LUA_CPATH="$ROOT/$BUILDROOT/$v/?.so;;" \
+        LMP_BIN="$ROOT/$BUILDROOT/$v/bin/lmp" LMP_LUA="$v" LMP_ROOT="$ROOT" \
         timeout -k 10 "$SUITE_TIMEOUT" busted --lua="$bin" -o utfTerminal \
         ${BUSTED_ARGS:-spec} 2>&1 </dev/null)
   rc=$?
