@@ -50,7 +50,7 @@ DEBIAN_PKGS := lua5.4 liblua5.4-dev lua5.1 liblua5.1-0-dev luajit \
   libhiredis-dev libsodium-dev luarocks valgrind pkg-config gcc make
 
 .PHONY: all deps run test test-c test-lua bench check-mem install clean \
-        examples help rockspec-check
+        examples help rockspec-check rock rock-install
 
 all: $(BUILD)/lmp/core.so $(BUILD)/bin/lmp lmp-link $(CTESTS) examples
 
@@ -123,13 +123,27 @@ install: all
 	  $(DESTDIR)$(CMODDIR)/lmp $(DESTDIR)$(PREFIX)/include
 	install -m 755 $(BUILD)/bin/lmp $(DESTDIR)$(PREFIX)/bin/lmp
 	install -m 644 lua/lmp.lua $(DESTDIR)$(LUADIR)/lmp.lua
-	install -m 644 lua/lmp/*.lua $(DESTDIR)$(LUADIR)/lmp/
+	for f in lua/lmp/*.lua; do [ ! -f "$$f" ] || install -m 644 "$$f" $(DESTDIR)$(LUADIR)/lmp/; done
 	install -m 755 $(BUILD)/lmp/core.so $(DESTDIR)$(CMODDIR)/lmp/core.so
 	install -m 644 modules/lmp.h $(DESTDIR)$(PREFIX)/include/lmp.h
 
+# luarocks (lmp-scm-1.rockspec, build type "make") calls these two with
+# LUA_INCDIR, INST_LIBDIR and INST_LUADIR set.
+ROCK_LUA = $(if $(findstring luajit,$(LUA_INCDIR)),luajit,$(patsubst lua%,%,$(notdir $(LUA_INCDIR))))
+rock:
+	$(MAKE) BUILDROOT=build/rock LUA=$(ROCK_LUA) LUA_INC=$(LUA_INCDIR) \
+	  OPT=-O2 build/rock/$(ROCK_LUA)/lmp/core.so
+
+rock-install:
+	install -d $(INST_LIBDIR)/lmp $(INST_LUADIR)/lmp
+	install -m 755 build/rock/$(ROCK_LUA)/lmp/core.so $(INST_LIBDIR)/lmp/core.so
+	install -m 644 lua/lmp.lua $(INST_LUADIR)/lmp.lua
+	for f in lua/lmp/*.lua; do [ ! -f "$$f" ] || install -m 644 "$$f" $(INST_LUADIR)/lmp/; done
+
+# Builds and installs the rock into build/rocks with the local luarocks,
+# then loads it from plain Lua (no registry is needed or reached).
 rockspec-check: deps
-	luarocks --lua-version=$(LUA_ABI) --tree=$(CURDIR)/build/rocks make \
-	  lmp-scm-1.rockspec
+	@bash spec/rockspec_check.sh $(LUA_ABI) $(LUA_BIN)
 
 clean:
 	rm -rf build lmp

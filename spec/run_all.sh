@@ -58,7 +58,15 @@ run_busted() {
   add "$s" "$((f + e))"
 }
 
+run_rockspec() {
+  local line
+  line=$(bash spec/rockspec_check.sh 5.4 lua5.4 2>&1 | tee /dev/stderr | tail -1)
+  line=${line#rockspec: }
+  add "$(echo "$line" | cut -d' ' -f1)" "$(echo "$line" | cut -d' ' -f3)"
+}
+
 [ -n "${NO_CTEST:-}" ] || run_ctests
 for v in $LUAS; do run_busted "$v"; done
+[ -n "${NO_CTEST:-}" ] || ! command -v luarocks >/dev/null || run_rockspec
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
