@@ -181,7 +181,6 @@ static int require_lmp(lua_State *L) {
 
 static int run_chunk(lua_State *L, int status, int nargs) {
   if (status != LUA_OK) return report(L);
-  if (nargs) lua_insert(L, -(nargs + 1));
   if (docall(L, nargs, 0) != LUA_OK) return report(L);
   return 0;
 }

@@ -1,0 +1,520 @@
+--- lmp.pickle: the one codec every value crossing a process or thread
+-- boundary goes through. See docs/api/pickle.md for the rules.
+--
+--   local pickle = require "lmp.pickle"
+--   local s = pickle.dumps(v [, {format = "json" | "binary", name = "args"}])
+--   local v = pickle.loads(s [, {functions = false}])
+--   pickle.register("Point", Point)      -- a class travels by name
+--
+-- JSON form. Plain data (what C.plain accepts: no metatables, no shared
+-- tables, numbers that survive cjson's 14 digits, valid UTF-8, tables that
+-- are sequences or string-keyed maps) is written by cjson as is, so any
+-- JSON reader sees the obvious value. Anything else is written as
+--   ["\1lmp1", <tagged value>]
+-- where scalars cjson would lose become strings starting with the control
+-- byte \1 ("\1i<int>", "\1f<float>", "\1b<base64>", "\1'<string that
+-- starts with \1>", "\1r<id>" a reference, "\1g" the globals, "\1m<module>",
+-- "\1n<class>", "\1j<fid>:<n>" a shared upvalue) and containers other than
+-- plain sequences become arrays headed by a tag:
+--   ["\1t", mt, k1, v1, k2, v2, ...]     any table (ordered pairs)
+--   ["\1F", bytecode, env, up1, up2, ...] a Lua function
+--   ["\1C", module, field]                a C function by name
+--   ["\1u", class, state]                 userdata with __pickle
+-- Tables and functions are numbered in the order they are written (a
+-- depth-first walk), which is the order the reader meets them, so "\1r<id>"
+-- always refers back to something already built: shared references and
+-- cycles keep their shape.
+local core = require "lmp.core"       -- registers the lmp.c.* preloads
+local C = require "lmp.c.pickle"
+local cjson = require("cjson").new()   -- private: user settings stay theirs
+
+local MAX_DEPTH = 1000
+cjson.encode_max_depth(MAX_DEPTH + 10)
+cjson.decode_max_depth(MAX_DEPTH + 10)
+cjson.encode_invalid_numbers(false)
+cjson.decode_invalid_numbers(false)
+cjson.encode_number_precision(14)
+
+local type, next, pairs, tostring, tonumber = type, next, pairs, tostring, tonumber
+local rawget, rawset, pcall, error, select = rawget, rawset, pcall, error, select
+local byte, sub, format, find = string.byte, string.sub, string.format, string.find
+local floor = math.floor
+local tointeger, mtype = math.tointeger, math.type
+local getmetatable, setmetatable = debug.getmetatable, setmetatable
+local getupvalue, setupvalue = debug.getupvalue, debug.setupvalue
+local upvalueid, upvaluejoin = debug.upvalueid, debug.upvaluejoin
+local getinfo = debug.getinfo
+local getfenv, setfenv = rawget(_G, "getfenv"), rawget(_G, "setfenv")
+local load = (_VERSION == "Lua 5.1" and not rawget(_G, "jit")) and
+  function(s, name) return loadstring(s, name) end or load
+local rawlen = rawget(_G, "rawlen") or function(t) return #t end
+local cencode, cdecode, null = cjson.encode, cjson.decode, cjson.null
+local plain, fix, b64enc, b64dec = C.plain, C.fix, C.b64enc, C.b64dec
+local fmtfloat, parsefloat, utf8ok = C.fmtfloat, C.parsefloat, C.utf8ok
+local bdumps, bloads = C.bdumps, C.bloads
+local tagcopy, untag = C.tagcopy, C.untag
+local globals = C.globals()
+
+local TAG = C.TAG
+local HEADER = TAG .. "lmp1"
+local T_TABLE, T_FUNC, T_CFUNC, T_UDATA = TAG .. "t", TAG .. "F", TAG .. "C", TAG .. "u"
+local BINARY_MAGIC = 0xB1    -- first byte of the binary form (lpickle_bin.c)
+
+local M = {}
+local classes = {}       -- name -> metatable (pickle.register)
+local class_names = {}   -- metatable -> name
+
+local function raise(msg)
+  error(core.error("pickle", msg), 0)
+end
+
+-- ---------------------------------------------------------------- paths
+
+local function path_string(st)
+  local p, n = st.path, st.plen
+  if n > 24 then
+    return table.concat(p, "", 1, 10) .. "..." .. table.concat(p, "", n - 10, n)
+  end
+  return table.concat(p, "", 1, n)
+end
+
+local function fail(st, msg)
+  raise(path_string(st) .. ": " .. msg)
+end
+
+local function key_segment(k)
+  local tk = type(k)
+  if tk == "string" then
+    if find(k, "^[%a_][%w_]*$") then return "." .. k end
+    return format("[%q]", k)
+  elseif tk == "number" then
+    return "[" .. tostring(k) .. "]"
+  elseif tk == "boolean" then
+    return "[" .. tostring(k) .. "]"
+  end
+  return "[<" .. tk .. ">]"
+end
+
+local function push(st, seg)
+  local n = st.plen + 1
+  st.plen = n
+  st.path[n] = seg
+end
+
+-- ---------------------------------------------------------------- names
+
+-- value -> module name, for every table or function in package.loaded.
+local function module_names()
+  local rev = {}
+  for name, v in next, package.loaded do
+    local tv = type(v)
+    if (tv == "table" or tv == "function") and type(name) == "string"
+        and name ~= "" and rev[v] == nil then
+      rev[v] = name
+    end
+  end
+  return rev
+end
+
+-- C function -> {module, field}, for the functions of loaded modules.
+local cfunc_cache = setmetatable({}, {__mode = "k"})
+
+local function cfunc_name(f)
+  local ref = cfunc_cache[f]
+  if ref then
+    local m = package.loaded[ref[1]]
+    if type(m) == "table" and rawget(m, ref[2]) == f then return ref end
+  end
+  for mod, t in next, package.loaded do
+    if type(t) == "table" and type(mod) == "string" then
+      for k, v in next, t do
+        if type(v) == "function" and type(k) == "string" and cfunc_cache[v] == nil then
+          cfunc_cache[v] = {mod, k}
+        end
+      end
+    end
+  end
+  ref = cfunc_cache[f]
+  if ref then
+    local m = package.loaded[ref[1]]
+    if type(m) == "table" and rawget(m, ref[2]) == f then return ref end
+  end
+  return nil
+end
+
+-- ---------------------------------------------------------------- encode
+
+local encode_value
+
+local function encode_number(x)
+  if plain(x) then return x end
+  if mtype and mtype(x) == "integer" then return TAG .. "i" .. format("%d", x) end
+  return TAG .. "f" .. fmtfloat(x)
+end
+
+local function encode_string(s)
+  if plain(s) then return s end
+  if byte(s, 1) == 1 and utf8ok(s) then return TAG .. "'" .. s end
+  return TAG .. "b" .. b64enc(s)
+end
+
+local function new_id(st, v)
+  local n = st.n + 1
+  st.n = n
+  st.ids[v] = n
+  return n
+end
+
+local function is_sequence(t)
+  local n, count = rawlen(t), 0
+  for k in next, t do
+    if type(k) ~= "number" or k < 1 or k > n or k ~= floor(k) then return nil end
+    count = count + 1
+  end
+  if count == n then return n end
+  return nil
+end
+
+local function encode_table(t, st, depth)
+  new_id(st, t)
+  local mt = getmetatable(t)
+  local n = mt == nil and is_sequence(t)
+  local out, plen = {}, st.plen
+  if n then
+    for i = 1, n do
+      st.plen = plen
+      push(st, "[" .. i .. "]")
+      out[i] = encode_value(rawget(t, i), st, depth + 1)
+    end
+  else
+    out[1] = T_TABLE
+    if mt ~= nil then
+      push(st, "<metatable>")
+      out[2] = encode_value(mt, st, depth + 1)
+    else
+      out[2] = null
+    end
+    local i = 3
+    for k, v in next, t do
+      st.plen = plen
+      push(st, "<key " .. tostring(k) .. ">")
+      out[i] = encode_value(k, st, depth + 1)
+      st.plen = plen
+      push(st, key_segment(k))
+      out[i + 1] = encode_value(v, st, depth + 1)
+      i = i + 2
+    end
+  end
+  st.plen = plen
+  return out
+end
+
+local function encode_function(f, st, depth)
+  if getinfo(f, "S").what == "C" then
+    local ref = cfunc_name(f)
+    if not ref then fail(st, "cannot pickle a C function that is not a field of a loaded module") end
+    new_id(st, f)
+    return {T_CFUNC, ref[1], ref[2]}
+  end
+  local fid = new_id(st, f)
+  local ok, code = pcall(string.dump, f)
+  if not ok then fail(st, "cannot pickle function: " .. tostring(code)) end
+  local out, plen = {T_FUNC, b64enc(code), null}, st.plen
+  if getfenv then
+    local env = getfenv(f)
+    if env ~= globals then
+      push(st, "<environment>")
+      out[3] = encode_value(env, st, depth + 1)
+      st.plen = plen
+    end
+  end
+  local i = 1
+  while true do
+    local name, v = getupvalue(f, i)
+    if name == nil then break end
+    local uid = upvalueid and upvalueid(f, i)
+    local joined = uid and st.upvals[uid]
+    if joined then
+      out[i + 3] = joined
+    else
+      if uid then st.upvals[uid] = TAG .. "j" .. fid .. ":" .. i end
+      push(st, "<upvalue " .. (name ~= "" and name or tostring(i)) .. ">")
+      out[i + 3] = encode_value(v, st, depth + 1)
+      st.plen = plen
+    end
+    i = i + 1
+  end
+  return out
+end
+
+local function encode_userdata(u, st, depth)
+  local mt = getmetatable(u)
+  local hook = type(mt) == "table" and rawget(mt, "__pickle")
+  if not hook then fail(st, "cannot pickle userdata") end
+  local name = class_names[mt]
+  if name == nil and type(rawget(mt, "__name")) == "string" then name = rawget(mt, "__name") end
+  if name == nil then
+    fail(st, "cannot pickle userdata: its metatable is not registered (lmp.pickle.register)")
+  end
+  new_id(st, u)
+  local ok, state = pcall(hook, u)
+  if not ok then fail(st, "__pickle failed: " .. tostring(state)) end
+  local plen = st.plen
+  push(st, "<state>")
+  local out = {T_UDATA, name, encode_value(state, st, depth + 1)}
+  st.plen = plen
+  return out
+end
+
+function encode_value(v, st, depth)
+  local tv = type(v)
+  if tv == "string" then return encode_string(v)
+  elseif tv == "number" then return encode_number(v)
+  elseif tv == "boolean" then return v
+  elseif tv == "nil" then return null
+  end
+  local id = st.ids[v]
+  if id then return TAG .. "r" .. id end
+  if v == globals then return TAG .. "g" end
+  local name = class_names[v]
+  if name then return TAG .. "n" .. name end
+  st.modules = st.modules or module_names()
+  name = st.modules[v]
+  if name then return TAG .. "m" .. name end
+  if depth >= MAX_DEPTH then fail(st, "nesting deeper than " .. MAX_DEPTH .. " levels") end
+  if tv == "table" then return encode_table(v, st, depth)
+  elseif tv == "function" then return encode_function(v, st, depth)
+  elseif tv == "userdata" then return encode_userdata(v, st, depth)
+  end
+  fail(st, "cannot pickle " .. tv)
+end
+
+local function dumps_json(v, name)
+  if plain(v, classes) then return cencode(v) end
+  local copy = tagcopy(v, classes)   -- C, for data-only values
+  if copy ~= nil then return cencode({HEADER, copy}) end
+  local st = {ids = {}, n = 0, upvals = {}, path = {name or "value"}, plen = 1}
+  local ok, s = pcall(cencode, {HEADER, encode_value(v, st, 0)})
+  if not ok then raise((name or "value") .. ": " .. tostring(s)) end
+  return s
+end
+
+-- ---------------------------------------------------------------- decode
+
+local decode_value
+
+local function bad(what)
+  raise("malformed input: " .. what)
+end
+
+local function decode_tagged_string(s, st)
+  local tag, rest = sub(s, 2, 2), sub(s, 3)
+  if tag == "'" then return rest
+  elseif tag == "b" then return b64dec(rest) or bad("bad base64 string")
+  elseif tag == "i" then
+    if not find(rest, "^%-?%d+$") then bad("bad integer") end
+    return tonumber(rest)
+  elseif tag == "f" then
+    local x = parsefloat(rest)
+    if x == nil then bad("bad float") end
+    return x
+  elseif tag == "r" then
+    local v = st.objs[tonumber(rest) or 0]
+    if not v then bad("reference to an unknown or unfinished object") end
+    return v
+  elseif tag == "g" then return globals
+  elseif tag == "n" then
+    return classes[rest] or raise("unknown class '" .. rest .. "' (lmp.pickle.register it)")
+  elseif tag == "m" then
+    local m = package.loaded[rest]
+    if m ~= nil then return m end
+    if st.nofunc then raise("module '" .. rest .. "' is not loaded (functions refused)") end
+    local ok, mod = pcall(require, rest)
+    if not ok then raise("cannot load module '" .. rest .. "': " .. tostring(mod)) end
+    return mod
+  end
+  bad("unknown tag")
+end
+
+local function new_obj(st, v)
+  local n = st.n + 1
+  st.n = n
+  st.objs[n] = v
+  return n
+end
+
+local function decode_function(x, st, depth)
+  if st.nofunc then raise("functions refused (loads with functions = false)") end
+  local code = type(x[2]) == "string" and b64dec(x[2]) or bad("bad function")
+  if byte(code, 1) ~= 27 then bad("function is not bytecode") end
+  local f, err = load(code, "=pickled", "b")
+  if not f then bad("cannot load function: " .. tostring(err)) end
+  local fid = new_obj(st, f)
+  if x[3] ~= null then
+    local env = decode_value(x[3], st, depth + 1)
+    if setfenv and type(env) == "table" then setfenv(f, env) end
+  end
+  for i = 4, #x do
+    local u, idx = x[i], i - 3
+    if getupvalue(f, idx) == nil then bad("too many upvalues") end
+    if type(u) == "string" and sub(u, 1, 2) == TAG .. "j" then
+      local ofid, oidx = sub(u, 3):match("^(%d+):(%d+)$")
+      local other = st.objs[tonumber(ofid) or 0]
+      oidx = tonumber(oidx)
+      if not upvaluejoin or type(other) ~= "function" or other == f and oidx == idx
+          or getupvalue(other, oidx or 0) == nil then
+        bad("bad shared upvalue")
+      end
+      upvaluejoin(f, idx, other, oidx)
+    else
+      setupvalue(f, idx, decode_value(u, st, depth + 1))
+    end
+  end
+  return f
+end
+
+local function decode_table(x, st, depth)
+  local head = x[1]
+  if head == T_TABLE then
+    local t = {}
+    new_obj(st, t)
+    local mt = decode_value(x[2], st, depth + 1)
+    local n = #x
+    if n % 2 ~= 0 then bad("odd table") end
+    for i = 3, n, 2 do
+      local k = decode_value(x[i], st, depth + 1)
+      if k == nil or k ~= k then bad("nil or NaN key") end
+      rawset(t, k, decode_value(x[i + 1], st, depth + 1))
+    end
+    if mt ~= nil then
+      if type(mt) ~= "table" then bad("metatable is not a table") end
+      setmetatable(t, mt)
+    end
+    return t
+  elseif head == T_FUNC then
+    return decode_function(x, st, depth)
+  elseif head == T_CFUNC then
+    if st.nofunc then raise("functions refused (loads with functions = false)") end
+    local m = package.loaded[x[2]]
+    local f = type(m) == "table" and rawget(m, x[3])
+    if type(f) ~= "function" then
+      raise("unknown C function " .. tostring(x[2]) .. "." .. tostring(x[3]))
+    end
+    new_obj(st, f)
+    return f
+  elseif head == T_UDATA then
+    local name = x[2]
+    local id = new_obj(st, false)
+    local state = decode_value(x[3], st, depth + 1)
+    local mt = classes[name]
+    if mt == nil and type(name) == "string" then
+      mt = debug.getregistry()[name]
+    end
+    local hook = type(mt) == "table" and rawget(mt, "__unpickle")
+    if not hook then raise("no __unpickle for userdata class '" .. tostring(name) .. "'") end
+    local ok, u = pcall(hook, state)
+    if not ok then raise("__unpickle of '" .. tostring(name) .. "' failed: " .. tostring(u)) end
+    st.objs[id] = u
+    return u
+  end
+  local t = {}
+  new_obj(st, t)
+  for i = 1, #x do t[i] = decode_value(x[i], st, depth + 1) end
+  return t
+end
+
+function decode_value(x, st, depth)
+  local tx = type(x)
+  if tx == "string" then
+    if byte(x, 1) ~= 1 then return x end
+    return decode_tagged_string(x, st)
+  elseif tx == "number" then
+    if tointeger and x == floor(x) then return tointeger(x) or x end
+    return x
+  elseif tx == "table" then
+    if depth > MAX_DEPTH + 5 then bad("nesting too deep") end
+    return decode_table(x, st, depth)
+  elseif x == null then
+    return nil
+  end
+  return x
+end
+
+local function loads_json(s, nofunc)
+  local ok, x = pcall(cdecode, s)
+  if not ok then raise("malformed input: " .. tostring(x)) end
+  if type(x) == "table" and x[1] == HEADER then
+    local v, done = untag(x[2])         -- C, for data-only values
+    if done then return v end
+    local st = {objs = {}, n = 0, nofunc = nofunc}
+    return decode_value(x[2], st, 0)
+  end
+  return fix(x, find(s, "null", 1, true) ~= nil)
+end
+
+-- ---------------------------------------------------------------- API
+
+local function check_opts(opts, fname)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #2 to '" .. fname .. "' (table expected, got " .. type(opts) .. ")", 3)
+  end
+  return opts
+end
+
+--- dumps(v [, opts]) -> string. opts.format: "json" (default) or
+-- "binary"; opts.name: the root's name in error paths ("value").
+function M.dumps(v, opts)
+  check_opts(opts, "dumps")
+  if opts then
+    local fmt = opts.format
+    if fmt == "binary" then return bdumps(v, opts.name, classes) end
+    if fmt ~= nil and fmt ~= "json" then
+      error("bad argument #2 to 'dumps' (format must be \"json\" or \"binary\")", 2)
+    end
+    return dumps_json(v, opts.name)
+  end
+  return dumps_json(v)
+end
+
+--- loads(s [, opts]) -> v. Reads either format. opts.functions = false
+-- refuses functions (and modules not yet loaded) with a pickle error.
+function M.loads(s, opts)
+  if type(s) ~= "string" then
+    error("bad argument #1 to 'loads' (string expected, got " .. type(s) .. ")", 2)
+  end
+  check_opts(opts, "loads")
+  local nofunc = opts ~= nil and opts.functions == false
+  if byte(s, 1) == BINARY_MAGIC then return bloads(s, nofunc, classes) end
+  return loads_json(s, nofunc)
+end
+
+--- register(name, mt): tables whose metatable is mt (and mt itself, and
+-- userdata with __pickle/__unpickle in mt) travel as the name; the reader
+-- must have registered the same name. Returns mt.
+function M.register(name, mt)
+  if type(name) ~= "string" or name == "" then
+    error("bad argument #1 to 'register' (non-empty string expected)", 2)
+  end
+  if type(mt) ~= "table" then
+    error("bad argument #2 to 'register' (table expected, got " .. type(mt) .. ")", 2)
+  end
+  local old = classes[name]
+  if old ~= nil then class_names[old] = nil end
+  classes[name] = mt
+  class_names[mt] = name
+  return mt
+end
+
+--- encoder(codec) -> function(v, name) returning the pickled string.
+function M.encoder(codec)
+  if codec == nil or codec == "json" then
+    return function(v, name) return dumps_json(v, name) end
+  elseif codec == "binary" then
+    return function(v, name) return bdumps(v, name, classes) end
+  end
+  error("bad argument #1 to 'encoder' (\"json\" or \"binary\" expected)", 2)
+end
+
+M.MAX_DEPTH = MAX_DEPTH
+M.null = null
+return M

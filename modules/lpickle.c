@@ -1,0 +1,490 @@
+/* lpickle.c -- the C half of lmp.pickle's JSON codec ("lmp.c.pickle").
+ *
+ * lua/lmp/pickle.lua writes and reads JSON text with a private lua-cjson
+ * instance. This file gives it what must be fast or exact:
+ *   plain(v, classes)  true when cjson.encode(v) already round-trips v
+ *                      exactly and Python's json.loads reads the obvious
+ *                      value (see is_plain below); one walk, no allocation
+ *                      beyond a reusable pointer set.
+ *   fix(v, nulls)      after cjson.decode of plain text: integral floats
+ *                      back to integers (5.3+), cjson.null to nil.
+ *   fmtfloat(x) / parsefloat(s)   exact float text ("%.17g" at worst).
+ *   b64enc(s) / b64dec(s)          base64 for byte strings.
+ *   utf8ok(s)          valid UTF-8 (no surrogates, no overlongs).
+ * The binary format lives in lpickle_bin.c and is exported from here. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lmp_aux.h"
+#include "lpickle.h"
+
+/* ---- pointer set: open addressing, generation stamps (no clearing) ---- */
+
+typedef struct {
+  const void *p;
+  uint32_t gen;
+} pslot;
+
+typedef struct {
+  pslot *slots;
+  size_t cap, used;   /* cap: power of two */
+  uint32_t gen;
+} pset;
+
+static int pset_gc(lua_State *L) {
+  pset *s = (pset *)lua_touserdata(L, 1);
+  free(s->slots);
+  s->slots = NULL;
+  s->cap = s->used = 0;
+  return 0;
+}
+
+static void pset_reset(pset *s) {
+  s->used = 0;
+  if (++s->gen == 0) {   /* wrapped: stale stamps could match again */
+    if (s->slots) memset(s->slots, 0, s->cap * sizeof(pslot));
+    s->gen = 1;
+  }
+}
+
+static size_t phash(const void *p) {
+  uint64_t x = (uint64_t)(uintptr_t)p;
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  return (size_t)x;
+}
+
+static int pset_grow(pset *s) {
+  size_t ncap = s->cap ? s->cap * 2 : 256, i;
+  pslot *ns = (pslot *)calloc(ncap, sizeof(pslot));
+  if (!ns) return -1;
+  for (i = 0; i < s->cap; i++) {
+    if (s->slots[i].gen == s->gen && s->slots[i].p) {
+      size_t j = phash(s->slots[i].p) & (ncap - 1);
+      while (ns[j].gen == s->gen) j = (j + 1) & (ncap - 1);
+      ns[j] = s->slots[i];
+    }
+  }
+  free(s->slots);
+  s->slots = ns;
+  s->cap = ncap;
+  return 0;
+}
+
+/* Adds p; returns 1 if it was new, 0 if present, -1 on memory error. */
+static int pset_add(pset *s, const void *p) {
+  size_t j;
+  if ((s->used + 1) * 2 > s->cap && pset_grow(s) < 0) return -1;
+  j = phash(p) & (s->cap - 1);
+  while (s->slots[j].gen == s->gen) {
+    if (s->slots[j].p == p) return 0;
+    j = (j + 1) & (s->cap - 1);
+  }
+  s->slots[j].p = p;
+  s->slots[j].gen = s->gen;
+  s->used++;
+  return 1;
+}
+
+/* ---- scalars ---- */
+
+int lmp_pickle_utf8ok(const unsigned char *s, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    unsigned c = s[i];
+    if (c < 0x80) { i++; continue; }
+    if (c >= 0xC2 && c <= 0xDF) {
+      if (i + 1 >= n || (s[i + 1] & 0xC0) != 0x80) return 0;
+      i += 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      unsigned c1;
+      if (i + 2 >= n) return 0;
+      c1 = s[i + 1];
+      if ((c1 & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80) return 0;
+      if (c == 0xE0 && c1 < 0xA0) return 0;   /* overlong */
+      if (c == 0xED && c1 >= 0xA0) return 0;  /* surrogate */
+      i += 3;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      unsigned c1;
+      if (i + 3 >= n) return 0;
+      c1 = s[i + 1];
+      if ((c1 & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80 ||
+          (s[i + 3] & 0xC0) != 0x80) return 0;
+      if (c == 0xF0 && c1 < 0x90) return 0;
+      if (c == 0xF4 && c1 >= 0x90) return 0;
+      i += 4;
+    } else {
+      return 0;
+    }
+  }
+  return 1;
+}
+
+static const double pow10tab[] = {
+  1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12,
+  1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22
+};
+
+/* 1 if cjson's "%.14g" text of x reads back as exactly x: x is m / 10^k
+ * for an integer |m| < 1e14 and an exact power 10^k (IEEE division is
+ * correctly rounded, as strtod is). Integral x is judged by the caller. */
+static int float_is_plain(double x) {
+  int k;
+  if (!(x > -1e14 && x < 1e14) || x == 0) return 0;
+  for (k = 1; k <= 22; k++) {
+    double m = x * pow10tab[k];
+    if (!(m > -1e14 && m < 1e14)) return 0;
+    if (m == floor(m)) return m / pow10tab[k] == x;
+  }
+  return 0;
+}
+
+/* 1 if the number at idx travels as a plain JSON number. */
+int lmp_pickle_number_is_plain(lua_State *L, int idx) {
+#if LUA_VERSION_NUM >= 503
+  if (lua_isinteger(L, idx)) {
+    lua_Integer i = lua_tointeger(L, idx);
+    return i > -100000000000000LL && i < 100000000000000LL;
+  } else {
+    double x = lua_tonumber(L, idx);
+    return x != floor(x) && float_is_plain(x);
+  }
+#else
+  double x = lua_tonumber(L, idx);
+  if (x == floor(x)) return x > -1e14 && x < 1e14 && (x != 0 || !signbit(x));
+  return float_is_plain(x);
+#endif
+}
+
+int lmp_pickle_string_is_plain(lua_State *L, int idx) {
+  size_t n;
+  const char *s = lua_tolstring(L, idx, &n);
+  if (n > 0 && s[0] == LMP_PICKLE_TAG) return 0;
+  return lmp_pickle_utf8ok((const unsigned char *)s, n);
+}
+
+/* ---- the plain check ---- */
+
+#define PLAIN_MAX_DEPTH 1000
+
+typedef struct {
+  lua_State *L;
+  pset *seen;
+} plainctx;
+
+static int value_is_plain(plainctx *c, int idx, int depth);
+
+/* A plain table: no metatable, never seen before (no shared reference,
+ * no cycle, not a module/class), keys either exactly 1..n or all strings. */
+static int table_is_plain(plainctx *c, int idx, int depth) {
+  lua_State *L = c->L;
+  size_t n, nint = 0, nstr = 0;
+  int r;
+  if (depth > PLAIN_MAX_DEPTH || lua_getmetatable(L, idx)) {
+    if (depth <= PLAIN_MAX_DEPTH) lua_pop(L, 1);
+    return 0;
+  }
+  r = pset_add(c->seen, lua_topointer(L, idx));
+  if (r < 0) luaL_error(L, "not enough memory");
+  if (r == 0) return 0;
+  luaL_checkstack(L, 4, "pickle");
+  n = lua_rawlen(L, idx);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int kt = lua_type(L, -2);
+    if (kt == LUA_TSTRING) {
+      if (nint || !lmp_pickle_string_is_plain(L, -2)) { lua_pop(L, 2); return 0; }
+      nstr++;
+    } else if (kt == LUA_TNUMBER && !nstr) {
+      lua_Number k = lua_tonumber(L, -2);
+      if (!(k >= 1 && k <= (lua_Number)n && k == floor(k))) {
+        lua_pop(L, 2);
+        return 0;
+      }
+      nint++;
+    } else {
+      lua_pop(L, 2);
+      return 0;
+    }
+    if (!value_is_plain(c, lua_gettop(L), depth + 1)) {
+      lua_pop(L, 2);
+      return 0;
+    }
+    lua_pop(L, 1);
+  }
+  return nstr > 0 || nint == n;
+}
+
+static int value_is_plain(plainctx *c, int idx, int depth) {
+  switch (lua_type(c->L, idx)) {
+    case LUA_TNIL: return depth == 0;   /* only the root may be nil */
+    case LUA_TBOOLEAN: return 1;
+    case LUA_TNUMBER: return lmp_pickle_number_is_plain(c->L, idx);
+    case LUA_TSTRING: return lmp_pickle_string_is_plain(c->L, idx);
+    case LUA_TTABLE: return table_is_plain(c, idx, depth);
+    default: return 0;
+  }
+}
+
+/* Marks the tables that travel by name (modules, classes, the globals)
+ * as already seen, so that the walk calls them "not plain". */
+static void mark_named(lua_State *L, pset *seen, int classes) {
+  lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+  if (lua_istable(L, -1)) {
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      if (lua_istable(L, -1) && pset_add(seen, lua_topointer(L, -1)) < 0)
+        luaL_error(L, "not enough memory");
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  lmp_pushglobaltable(L);
+  pset_add(seen, lua_topointer(L, -1));
+  lua_pop(L, 1);
+  if (classes && lua_istable(L, classes)) {
+    lua_pushnil(L);
+    while (lua_next(L, classes)) {
+      if (lua_istable(L, -1) && pset_add(seen, lua_topointer(L, -1)) < 0)
+        luaL_error(L, "not enough memory");
+      lua_pop(L, 1);
+    }
+  }
+}
+
+/* plain(v [, classes]) -> boolean. classes: name -> metatable. */
+static int l_plain(lua_State *L) {
+  plainctx c;
+  lua_settop(L, 2);
+  c.L = L;
+  c.seen = (pset *)lua_touserdata(L, lua_upvalueindex(1));
+  if (lua_type(L, 1) != LUA_TTABLE) {
+    lua_pushboolean(L, value_is_plain(&c, 1, 0));
+    return 1;
+  }
+  pset_reset(c.seen);
+  mark_named(L, c.seen, 2);
+  lua_pushboolean(L, value_is_plain(&c, 1, 0));
+  return 1;
+}
+
+/* ---- after decoding plain text ---- */
+
+static int is_null(lua_State *L, int idx) {
+  return lua_type(L, idx) == LUA_TLIGHTUSERDATA && !lua_touserdata(L, idx);
+}
+
+/* Walks a freshly decoded (acyclic, metatable-free) table. */
+static void fix_table(lua_State *L, int idx, int nulls, int depth) {
+  luaL_checkstack(L, 4, "pickle");
+  if (depth > 2 * PLAIN_MAX_DEPTH + 10) luaL_error(L, "nesting too deep");
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    switch (lua_type(L, -1)) {
+      case LUA_TTABLE:
+        fix_table(L, lua_gettop(L), nulls, depth + 1);
+        break;
+#if LUA_VERSION_NUM >= 503
+      case LUA_TNUMBER:
+        if (!lua_isinteger(L, -1)) {
+          lua_Integer i;
+          if (lua_numbertointeger(lua_tonumber(L, -1), &i) &&
+              (lua_Number)i == lua_tonumber(L, -1)) {
+            lua_pushvalue(L, -2);
+            lua_pushinteger(L, i);
+            lua_rawset(L, idx);   /* an existing field: safe in lua_next */
+          }
+        }
+        break;
+#endif
+      case LUA_TLIGHTUSERDATA:
+        if (nulls && is_null(L, -1)) {
+          lua_pushvalue(L, -2);
+          lua_pushnil(L);
+          lua_rawset(L, idx);
+        }
+        break;
+      default:
+        break;
+    }
+    lua_pop(L, 1);
+  }
+}
+
+/* fix(v, nulls) -> v: integral floats to integers (5.3+), and when nulls
+ * is true, cjson.null to nil. */
+static int l_fix(lua_State *L) {
+  int nulls = lua_toboolean(L, 2);
+  lua_settop(L, 1);
+  if (lua_istable(L, 1)) {
+#if LUA_VERSION_NUM < 503
+    if (!nulls) return 1;
+#endif
+    fix_table(L, 1, nulls, 0);
+  } else if (is_null(L, 1)) {
+    lua_pushnil(L);
+#if LUA_VERSION_NUM >= 503
+  } else if (lua_type(L, 1) == LUA_TNUMBER && !lua_isinteger(L, 1)) {
+    lua_Integer i;
+    if (lua_numbertointeger(lua_tonumber(L, 1), &i) &&
+        (lua_Number)i == lua_tonumber(L, 1))
+      lua_pushinteger(L, i);
+#endif
+  }
+  return 1;
+}
+
+/* ---- floats ---- */
+
+/* Shortest of %.15g/%.16g/%.17g that reads back exactly; "nan", "inf",
+ * "-inf" (strtod reads them); -0.0 gives "-0". Returns the length. */
+int lmp_pickle_fmtfloat(char *buf, size_t sz, double x) {
+  int p;
+  if (x != x) return snprintf(buf, sz, "%s", signbit(x) ? "-nan" : "nan");
+  if (isinf(x)) return snprintf(buf, sz, "%s", x > 0 ? "inf" : "-inf");
+  for (p = 15; p < 17; p++) {
+    int n = snprintf(buf, sz, "%.*g", p, x);
+    if (strtod(buf, NULL) == x) return n;
+  }
+  return snprintf(buf, sz, "%.17g", x);
+}
+
+static int l_fmtfloat(lua_State *L) {
+  char buf[64];
+  int n = lmp_pickle_fmtfloat(buf, sizeof buf, (double)luaL_checknumber(L, 1));
+  lua_pushlstring(L, buf, (size_t)n);
+  return 1;
+}
+
+/* parsefloat(s) -> float, or nil when s is not entirely a number. */
+static int l_parsefloat(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  char *end;
+  double x;
+  if (n == 0 || n > 40) return 0;
+  x = strtod(s, &end);
+  if (end != s + n) return 0;
+  lua_pushnumber(L, (lua_Number)x);
+  return 1;
+}
+
+/* ---- base64 ---- */
+
+static const char b64chars[] =
+  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+void lmp_pickle_b64enc(lua_State *L, const char *str, size_t n) {
+  const unsigned char *s = (const unsigned char *)str;
+  size_t i;
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (i = 0; i + 2 < n; i += 3) {
+    unsigned v = (unsigned)s[i] << 16 | (unsigned)s[i + 1] << 8 | s[i + 2];
+    char q[4] = {b64chars[v >> 18], b64chars[(v >> 12) & 63],
+                 b64chars[(v >> 6) & 63], b64chars[v & 63]};
+    luaL_addlstring(&b, q, 4);
+  }
+  if (i < n) {
+    unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0);
+    char q[4] = {b64chars[v >> 18], b64chars[(v >> 12) & 63],
+                 i + 1 < n ? b64chars[(v >> 6) & 63] : '=', '='};
+    luaL_addlstring(&b, q, 4);
+  }
+  luaL_pushresult(&b);
+}
+
+static int l_b64enc(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  lmp_pickle_b64enc(L, s, n);
+  return 1;
+}
+
+static int b64val(int c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+') return 62;
+  if (c == '/') return 63;
+  return -1;
+}
+
+int lmp_pickle_b64dec(lua_State *L, const char *s, size_t n) {
+  size_t i;
+  int top = lua_gettop(L);
+  luaL_Buffer b;
+  if (n % 4) return 0;
+  luaL_buffinit(L, &b);
+  for (i = 0; i < n; i += 4) {
+    int a = b64val(s[i]), c = b64val(s[i + 1]);
+    int d = s[i + 2] == '=' ? -2 : b64val(s[i + 2]);
+    int e = s[i + 3] == '=' ? -2 : b64val(s[i + 3]);
+    char out[3];
+    int k = 3;
+    if (a < 0 || c < 0 || d == -1 || e == -1 || ((d == -2 || e == -2) && i + 4 != n) ||
+        (d == -2 && e != -2)) {
+      lua_settop(L, top);
+      return 0;
+    }
+    out[0] = (char)(a << 2 | c >> 4);
+    out[1] = (char)((c & 15) << 4 | (d < 0 ? 0 : d >> 2));
+    out[2] = (char)(((d < 0 ? 0 : d) & 3) << 6 | (e < 0 ? 0 : e));
+    if (d == -2) k = 1; else if (e == -2) k = 2;
+    luaL_addlstring(&b, out, (size_t)k);
+  }
+  luaL_pushresult(&b);
+  return 1;
+}
+
+/* b64dec(s) -> bytes, or nil when s is not canonical base64. */
+static int l_b64dec(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  return lmp_pickle_b64dec(L, s, n);
+}
+
+static int l_globals(lua_State *L) {
+  lmp_pushglobaltable(L);
+  return 1;
+}
+
+static int l_utf8ok(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  lua_pushboolean(L, lmp_pickle_utf8ok((const unsigned char *)s, n));
+  return 1;
+}
+
+int luaopen_lmp_c_pickle(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+    {"b64dec", l_b64dec},
+    {"b64enc", l_b64enc},
+    {"fix", l_fix},
+    {"fmtfloat", l_fmtfloat},
+    {"globals", l_globals},
+    {"parsefloat", l_parsefloat},
+    {"utf8ok", l_utf8ok},
+    {NULL, NULL}
+  };
+  pset *s;
+  lmp_error_init(L);
+  luaL_newlib(L, funcs);
+  s = (pset *)lua_newuserdatauv_compat(L, sizeof(pset));
+  memset(s, 0, sizeof *s);
+  lua_newtable(L);
+  lua_pushcfunction(L, pset_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_pushcclosure(L, l_plain, 1);
+  lua_setfield(L, -2, "plain");
+  lmp_pickle_bin_open(L);   /* adds bdumps / bloads */
+  lmp_pickle_tag_open(L);   /* adds tagcopy / untag */
+  lua_pushliteral(L, LMP_PICKLE_TAG_STR);
+  lua_setfield(L, -2, "TAG");
+  return 1;
+}

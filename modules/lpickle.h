@@ -1,0 +1,36 @@
+/* lpickle.h -- shared between the two halves of lmp.pickle's C side:
+ * lpickle.c (JSON helpers) and lpickle_bin.c (the binary format). */
+#ifndef LMP_LPICKLE_H
+#define LMP_LPICKLE_H
+
+#include <stddef.h>
+
+#include "lmp_aux.h"
+
+/* First byte of every tagged string in the JSON form (a control byte,
+ * escaped by cjson as \u0001); user strings that start with it are
+ * escaped, so plain strings never do. */
+#define LMP_PICKLE_TAG '\001'
+#define LMP_PICKLE_TAG_STR "\001"
+
+/* Nesting limit of both formats, in both directions. */
+#define LMP_PICKLE_MAX_DEPTH 1000
+
+/* 1 if s[0..n) is valid UTF-8 (no overlongs, no surrogates). */
+int lmp_pickle_utf8ok(const unsigned char *s, size_t n);
+/* Exact text of x (shortest %.15g..%.17g that reads back, nan, inf);
+ * returns the length written to buf (sz >= 32). */
+int lmp_pickle_fmtfloat(char *buf, size_t sz, double x);
+/* 1 if the number / string at idx is written by cjson as is. */
+int lmp_pickle_number_is_plain(lua_State *L, int idx);
+int lmp_pickle_string_is_plain(lua_State *L, int idx);
+/* Pushes the base64 text of s / the bytes of base64 s (returns 0 and
+ * pushes nothing useful when s is not canonical base64). */
+void lmp_pickle_b64enc(lua_State *L, const char *s, size_t n);
+int lmp_pickle_b64dec(lua_State *L, const char *s, size_t n);
+/* Adds tagcopy / untag (lpickle_tag.c) to the table on top. */
+void lmp_pickle_tag_open(lua_State *L);
+/* Adds the binary codec's functions to the table on top of the stack. */
+void lmp_pickle_bin_open(lua_State *L);
+
+#endif

@@ -1,0 +1,289 @@
+-- lmp.pickle: exact round trips of every value rule, both formats.
+local lmp = require "lmp"
+local H = require "helper"
+local G = require "helpers.gen"
+local pickle = require "lmp.pickle"
+
+local FORMATS = {"json", "binary"}
+local has_int = math.type ~= nil
+local has_join = debug.upvalueid ~= nil
+
+local function rt(v, fmt, lopts)
+  return pickle.loads(pickle.dumps(v, {format = fmt}), lopts)
+end
+
+local function pickle_error(fn, ...)
+  local ok, e = pcall(fn, ...)
+  assert.is_false(ok)
+  assert.is_true(lmp.is_error(e, "pickle"), "not a pickle error: " .. tostring(e))
+  return e.message
+end
+
+describe("lmp.pickle", function()
+  it("is reachable as lmp.pickle and require 'lmp.pickle'", function()
+    assert.equal(pickle, lmp.pickle)
+    assert.is_function(pickle.dumps)
+    assert.is_function(pickle.loads)
+    assert.is_function(pickle.register)
+    assert.is_function(pickle.encoder)
+  end)
+
+  for _, fmt in ipairs(FORMATS) do
+    describe("(" .. fmt .. ")", function()
+      it("round-trips a table of edge values exactly", function()
+        local edges = {
+          true, false, 0, 1, -1, 42, 1e14 - 1, 1e14, -1e14, 2 ^ 53, 2 ^ 53 + 2,
+          0.5, 0.1 + 0.2, 1 / 3, -0.0, 0 / 0, math.huge, -math.huge,
+          4.9406564584124654e-324, 2.2250738585072014e-308, 1.7976931348623157e308,
+          123.456, 1e-7, 1e22, 1e23,
+          "", "a", "a\0b", "\0", "\1", "\1t", "\1lmp1", "\255\254\253", "h\195\169llo",
+          "\237\160\128", "\192\128", string.rep("x", 5000),
+          {}, {{}}, {1, 2, 3}, {a = 1, b = {c = "d"}}, {1, nil, 3}, {nil, nil, 3},
+          {[1] = "a", [3] = "c", [1000000] = "far"}, {1, 2, x = 3},
+          {[true] = 1, [false] = 0}, {[1.5] = "f", [-2] = "neg", [0] = "zero"},
+          {[{1}] = "table key"}, {["\1k"] = 1}, {["\255"] = 2},
+        }
+        if has_int then
+          local more = {math.maxinteger, math.mininteger, 1.0, -2.0, 2 ^ 63,
+            math.tointeger(2 ^ 53) + 1, 100000000000000, {1.0, 2, 3.0}}
+          for _, v in ipairs(more) do edges[#edges + 1] = v end
+        end
+        for i, v in ipairs(edges) do
+          local w = rt(v, fmt)
+          assert.is_true(H.deep_equal(v, w), "edge value #" .. i .. " " .. tostring(v))
+        end
+        assert.is_nil(rt(nil, fmt))
+      end)
+
+      it("keeps integers integers and floats floats (5.3+)", function()
+        if not has_int then return end
+        assert.equal("integer", math.type(rt(1, fmt)))
+        assert.equal("float", math.type(rt(1.0, fmt)))
+        assert.equal(math.maxinteger, rt(math.maxinteger, fmt))
+        assert.equal("integer", math.type(rt({5}, fmt)[1]))
+        assert.equal("float", math.type(rt({x = 5.0}, fmt).x))
+      end)
+
+      it("keeps shared references and cycles", function()
+        local shared = {1}
+        local t = {shared, shared, k = shared}
+        t.self = t
+        local w = rt(t, fmt)
+        assert.equal(w, w.self)
+        assert.equal(w[1], w[2])
+        assert.equal(w[1], w.k)
+        assert.are_not.equal(shared, w[1])
+        local a, b = {}, {}
+        a.b, b.a = b, a
+        local wa = rt(a, fmt)
+        assert.equal(wa, wa.b.a)
+        local k = {}
+        local w2 = rt({[k] = k}, fmt)
+        local wk = next(w2)
+        assert.equal(wk, w2[wk])
+      end)
+
+      it("carries metatables inline, and registered ones by name", function()
+        local mt = {__index = function(_, key) return key .. "!" end}
+        local w = rt(setmetatable({x = 1}, mt), fmt)
+        assert.equal("y!", w.y)
+        assert.equal(1, w.x)
+        local Point = {}
+        Point.__index = Point
+        function Point.norm2(p) return p.x * p.x + p.y * p.y end
+        pickle.register("spec.Point", Point)
+        local ps = rt({setmetatable({x = 3, y = 4}, Point), setmetatable({x = 1, y = 1}, Point)}, fmt)
+        assert.equal(Point, getmetatable(ps[1]))
+        assert.equal(Point, getmetatable(ps[2]))
+        assert.equal(25, ps[1]:norm2())
+        assert.equal(Point, rt(Point, fmt))
+      end)
+
+      it("rebuilds closures with their upvalues", function()
+        local base, name = 10, "n"
+        local f = function(x) return x + base, name end
+        local g = rt(f, fmt)
+        local a, b = g(5)
+        assert.equal(15, a)
+        assert.equal("n", b)
+        local function fact(n) if n <= 1 then return 1 end return n * fact(n - 1) end
+        assert.equal(120, rt(fact, fmt)(5))
+      end)
+
+      it("keeps upvalues shared between closures where the Lua can join them", function()
+        local count = 0
+        local inc = function() count = count + 1 return count end
+        local get = function() return count end
+        local w = rt({inc = inc, get = get}, fmt)
+        w.inc()
+        w.inc()
+        if has_join then
+          assert.equal(2, w.get())
+        else
+          assert.equal(0, w.get())   -- PUC 5.1: each closure gets its own copy
+        end
+        assert.equal(0, count)
+      end)
+
+      it("binds the global environment and loaded modules on the receiver", function()
+        local mod = {answer = 42}
+        package.loaded["spec_pickle_mod"] = mod
+        local f = function() return tostring(1), mod.answer, lmp.time() > 0, string.rep("a", 2) end
+        local g = rt(f, fmt)
+        local s, ans, ok, r = g()
+        assert.equal("1", s)
+        assert.equal(42, ans)
+        assert.is_true(ok)
+        assert.equal("aa", r)
+        assert.equal(mod, rt(mod, fmt))
+        assert.equal(_G, rt(_G, fmt))
+        package.loaded["spec_pickle_mod"] = nil
+      end)
+
+      it("sends C functions by name", function()
+        assert.equal(math.sqrt, rt(math.sqrt, fmt))
+        assert.equal(string.format, rt({f = string.format}, fmt).f)
+        assert.equal(print, rt(print, fmt))
+      end)
+
+      it("uses __pickle/__unpickle for userdata of a registered class", function()
+        local mt = getmetatable(io.stdout)
+        mt.__pickle = function(f) return f == io.stdout and "stdout" or "stderr" end
+        mt.__unpickle = function(s) return s == "stdout" and io.stdout or io.stderr end
+        pickle.register("spec.FILE", mt)
+        local ok, w = pcall(rt, {io.stdout, io.stderr, io.stdout}, fmt)
+        mt.__pickle, mt.__unpickle = nil, nil
+        assert.is_true(ok, tostring(w))
+        assert.equal(io.stdout, w[1])
+        assert.equal(io.stderr, w[2])
+        assert.equal(io.stdout, w[3])
+      end)
+
+      it("names the path of a value that cannot travel", function()
+        local msg = pickle_error(pickle.dumps, {1, {conn = io.stdout}}, {format = fmt, name = "args"})
+        assert.equal("args[2].conn: cannot pickle userdata", msg)
+        msg = pickle_error(pickle.dumps, {co = coroutine.create(function() end)}, {format = fmt})
+        assert.equal("value.co: cannot pickle thread", msg)
+        msg = pickle_error(pickle.dumps, coroutine.wrap(function() end), {format = fmt})
+        assert.truthy(msg:find("^value: cannot pickle a C function"))
+        local conn = io.stdout
+        msg = pickle_error(pickle.dumps, {function() return conn end}, {format = fmt, name = "args"})
+        assert.equal("args[1]<upvalue conn>: cannot pickle userdata", msg)
+      end)
+
+      it("refuses nesting deeper than the limit in both directions", function()
+        local t = {}
+        local cur = t
+        for _ = 1, pickle.MAX_DEPTH + 5 do cur[1] = {} cur = cur[1] end
+        local msg = pickle_error(pickle.dumps, t, {format = fmt})
+        assert.truthy(msg:find("nesting deeper than"), msg)
+        local ok = {}
+        cur = ok
+        for _ = 1, pickle.MAX_DEPTH - 2 do cur[1] = {} cur = cur[1] end
+        assert.is_true(H.deep_equal(ok, rt(ok, fmt)))
+      end)
+
+      it("refuses functions when asked to", function()
+        local s = pickle.dumps({f = function() return 1 end}, {format = fmt})
+        local msg = pickle_error(pickle.loads, s, {functions = false})
+        assert.truthy(msg:find("functions refused"), msg)
+        s = pickle.dumps({f = math.sqrt}, {format = fmt})
+        pickle_error(pickle.loads, s, {functions = false})
+        assert.same({a = 1}, pickle.loads(pickle.dumps({a = 1}, {format = fmt}), {functions = false}))
+      end)
+
+      it("raises pickle errors on bad input and never crashes", function()
+        local good = pickle.dumps({1, "two", {3.5, x = true}, 2 ^ 70, "\255"}, {format = fmt})
+        for n = 0, #good - 1 do
+          local ok, e = pcall(pickle.loads, good:sub(1, n))
+          if not ok then assert.is_true(lmp.is_error(e, "pickle"), tostring(e)) end
+        end
+        local r = G.rng(7)
+        for _ = 1, 300 do
+          local bytes = {}
+          for i = 1, r(40) do bytes[i] = string.char(r(256) - 1) end
+          local s = table.concat(bytes)
+          if fmt == "binary" then s = good:sub(1, 1) .. s end
+          local ok, e = pcall(pickle.loads, s, {functions = false})
+          if not ok then assert.is_true(lmp.is_error(e, "pickle"), tostring(e)) end
+        end
+      end)
+
+      it("survives 1,000 random nested values (property test)", function()
+        local r = G.rng(fmt == "json" and 12345 or 54321)
+        for i = 1, 1000 do
+          local v = G.value(r, {depth = 4, width = 5})
+          local s = pickle.dumps(v, {format = fmt})
+          local w = pickle.loads(s)
+          if not H.deep_equal(v, w) then
+            error("value #" .. i .. " changed in a round trip: " .. s)
+          end
+        end
+      end)
+    end)
+  end
+
+  it("writes plain data as JSON that Python reads as the obvious value", function()
+    local values = {
+      {1, 2.5, "h\195\169llo", true, false},
+      {name = "x", list = {1, 2, 3}, nested = {deep = {ok = true}}},
+      {}, 42, -7, 0.25, "s\0", {{a = 1}, {b = "\226\130\172"}},
+    }
+    local expect = {
+      '[1, 2.5, "h\\u00e9llo", true, false]',
+      '{"list": [1, 2, 3], "name": "x", "nested": {"deep": {"ok": true}}}',
+      '{}', '42', '-7', '0.25', '"s\\u0000"', '[{"a": 1}, {"b": "\\u20ac"}]',
+    }
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    for _, v in ipairs(values) do f:write(pickle.dumps(v), "\n") end
+    f:close()
+    local p = io.popen("python3 -c 'import json,sys\nfor l in open(sys.argv[1]): "
+      .. "print(json.dumps(json.loads(l), sort_keys=True))' " .. path)
+    local out = p:read("*a")
+    p:close()
+    os.remove(path)
+    local lines = {}
+    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.same(expect, lines)
+  end)
+
+  it("writes the binary form with a first byte JSON never starts with", function()
+    local s = pickle.dumps({1, 2}, {format = "binary"})
+    assert.is_nil(("{[\"-0123456789tfn "):find(s:sub(1, 1), 1, true))
+  end)
+
+  it("refuses a huge length claim in the binary form without allocating it", function()
+    local s = pickle.dumps("abc", {format = "binary"})
+    -- the string tag with a 1 GB length (varint) and three bytes of data
+    local claim = s:sub(1, 2) .. "\5" .. "\128\128\128\128\4" .. "abc"
+    local msg = pickle_error(pickle.loads, claim)
+    assert.truthy(msg:find("malformed"), msg)
+  end)
+
+  it("refuses 100,000 levels of nesting in input", function()
+    pickle_error(pickle.loads, string.rep("[", 100000) .. string.rep("]", 100000))
+    local b = pickle.dumps({}, {format = "binary"})
+    -- tables of one element each: 06 narr=1 nhash=0
+    local msg = pickle_error(pickle.loads, b:sub(1, 2) .. string.rep("\6\1\0", 100000) .. "\6\0\0")
+    assert.truthy(msg:find("nesting too deep"), msg)
+  end)
+
+  it("gives fast encoders for each codec", function()
+    for _, codec in ipairs(FORMATS) do
+      local enc = pickle.encoder(codec)
+      assert.same({1, {a = "b"}}, pickle.loads(enc({1, {a = "b"}})))
+    end
+    assert.has_error(function() pickle.encoder("xml") end)
+    assert.has_error(function() pickle.dumps(1, {format = "xml"}) end)
+    assert.has_error(function() pickle.loads(12) end)
+  end)
+
+  it("maps JSON null to nil (holes)", function()
+    local t = pickle.loads('[1,null,3]')
+    assert.equal(1, t[1])
+    assert.is_nil(t[2])
+    assert.equal(3, t[3])
+    assert.is_nil(pickle.loads("null"))
+  end)
+end)

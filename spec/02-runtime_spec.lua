@@ -1,0 +1,121 @@
+-- The lmp runtime (modules/lmp_main.c): arguments, -e, -v, -, errors,
+-- signals; and `require "lmp"` from the plain interpreters.
+local H = require "helper"
+local lmp = require "lmp"
+
+local q = H.shell_quote
+
+-- Runs a shell command line; returns {out=, err=, code=}.
+local function sh(cmd)
+  local out, err = os.tmpname(), os.tmpname()
+  local ok, _, status = os.execute("(" .. cmd .. ") >" .. out .. " 2>" .. err .. " </dev/null")
+  local rc
+  if type(ok) == "number" then rc = ok / 256 else rc = status end
+  local function slurp(p)
+    local f = io.open(p)
+    local s = f and f:read("*a") or ""
+    if f then f:close() end
+    os.remove(p)
+    return s
+  end
+  return {out = slurp(out), err = slurp(err), code = rc}
+end
+
+local function lmp_cmd(args)
+  return "timeout -k 2 20 " .. q(H.lmp_bin) .. " " .. args
+end
+
+describe("the lmp runtime", function()
+  it("runs a script with arg set as lua sets it", function()
+    local r = H.run_lmp([[
+      print(#arg, arg[1], arg[2], select("#", ...), ...)
+      print(arg[0]:match("%.lua$") ~= nil or arg[0]:match("lua_") ~= nil or arg[0] ~= nil)
+      print(type(arg[-1]))
+    ]], {args = {"a", "'b c'"}})
+    assert.equal(0, r.code, r.err)
+    local lines = {}
+    for l in r.out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.equal("2\ta\tb c\t2\ta\tb c", lines[1])
+    assert.equal("true", lines[2])
+    assert.equal("string", lines[3])
+  end)
+
+  it("preloads lmp for the script", function()
+    local r = H.run_lmp([[print(type(require("lmp").pickle.dumps), type(lmp))]])
+    assert.equal(0, r.code, r.err)
+    assert.equal("function\ttable\n", r.out)
+  end)
+
+  it("runs code given with -e", function()
+    local r = sh(lmp_cmd("-e " .. q("print(6 * 7)")))
+    assert.equal(0, r.code, r.err)
+    assert.equal("42\n", r.out)
+  end)
+
+  it("prints its version with -v", function()
+    local r = sh(lmp_cmd("-v"))
+    assert.equal(0, r.code, r.err)
+    assert.truthy(r.out:find("^lmp %d+%.%d+"), r.out)
+    assert.truthy(r.out:find("Lua") or r.out:find("LuaJIT"), r.out)
+  end)
+
+  it("reads the script from stdin with -", function()
+    local r = sh("printf 'print(\"in\", ...)' | " .. q(H.lmp_bin) .. " - x y")
+    assert.equal(0, r.code, r.err)
+    assert.equal("in\tx\ty\n", r.out)
+  end)
+
+  it("prints an uncaught error with a traceback to stderr and exits 1", function()
+    local r = H.run_lmp([[
+      local function inner() error("boom") end
+      inner()
+    ]])
+    assert.equal(1, r.code)
+    assert.equal("", r.out)
+    assert.truthy(r.err:find("boom"), r.err)
+    assert.truthy(r.err:find("stack traceback"), r.err)
+    assert.truthy(r.err:find("inner"), r.err)
+  end)
+
+  it("prints an uncaught error object as 'kind: message'", function()
+    local r = H.run_lmp([[error(lmp.error("timeout", "too slow"))]])
+    assert.equal(1, r.code)
+    assert.truthy(r.err:find("timeout: too slow", 1, true), r.err)
+  end)
+
+  it("exits 0 at the end of a script and runs atexit handlers", function()
+    local r = H.run_lmp([[
+      require("lmp.core").atexit(function() io.write("bye\n") end)
+      print("end")
+    ]])
+    assert.equal(0, r.code, r.err)
+    assert.equal("end\nbye\n", r.out)
+  end)
+
+  it("ends quickly with status 130 on SIGINT during lmp.sleep", function()
+    local flag = os.tmpname()
+    os.remove(flag)
+    local script = "io.open(" .. string.format("%q", flag) .. ", 'w'):close() lmp.sleep(10)"
+    local cmd = string.format([[
+      %s -e %s & p=$!
+      i=0; while [ ! -e %s ] && [ $i -lt 400 ]; do sleep 0.025; i=$((i+1)); done
+      t0=$(date +%%s%%N); kill -INT $p; wait $p; rc=$?; t1=$(date +%%s%%N)
+      echo "$rc $(( (t1 - t0) / 1000000 ))"]], q(H.lmp_bin), q(script), q(flag))
+    local r = sh(cmd)
+    os.remove(flag)
+    local rc, ms = r.out:match("(%d+) (%d+)")
+    assert.equal("130", rc, r.out .. r.err)
+    assert.is_true(tonumber(ms) < 3000, "took " .. tostring(ms) .. " ms")
+    assert.truthy(r.err:find("interrupted"), r.err)
+  end)
+
+  it("can be required from the plain interpreter", function()
+    local bins = {["5.4"] = "lua5.4", ["5.1"] = "lua5.1", luajit = "luajit"}
+    local bin = bins[H.lua_version] or "lua5.4"
+    local r = sh("timeout 20 " .. bin .. " -e " ..
+      q("local l = require 'lmp'; print(l._VERSION ~= nil, type(l.pickle.loads))"))
+    assert.equal(0, r.code, r.err)
+    assert.equal("true\tfunction\n", r.out)
+    assert.is_string(lmp._VERSION)
+  end)
+end)
