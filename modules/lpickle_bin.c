@@ -571,15 +571,10 @@ static void enc_function(benc *e, int idx, int depth) {
     for (k = 0; k < 4; k++) p[k] = (unsigned char)(0x80 | ((n >> (7 * k)) & 0x7f));
     p[4] = (unsigned char)(n >> 28);
   }
-#if LUA_VERSION_NUM < 502
-  lua_getfenv(L, idx);
-  seg_push(e, SEG_LABEL, 0, 0, "<environment>");
-  enc_value(e, lua_gettop(L), depth + 1);
-  e->plen--;
-  lua_pop(L, 1);
-#else
+  /* A function's environment (5.1's fenv) is never copied: like _ENV on
+   * 5.2+, it binds to the receiver's globals. Copying it would drag the
+   * sender's whole global state (or a test framework's sandbox) along. */
   put_byte(e, B_NIL);
-#endif
   enc_upvalues(e, idx, fid, depth);
 }
 

@@ -44,7 +44,7 @@ local getmetatable, setmetatable = debug.getmetatable, setmetatable
 local getupvalue, setupvalue = debug.getupvalue, debug.setupvalue
 local upvalueid, upvaluejoin = debug.upvalueid, debug.upvaluejoin
 local getinfo = debug.getinfo
-local getfenv, setfenv = rawget(_G, "getfenv"), rawget(_G, "setfenv")
+local setfenv = rawget(_G, "setfenv")
 local load = (_VERSION == "Lua 5.1" and not rawget(_G, "jit")) and
   function(s, name) return loadstring(s, name) end or load
 local rawlen = rawget(_G, "rawlen") or function(t) return #t end
@@ -220,14 +220,9 @@ local function encode_function(f, st, depth)
   local ok, code = pcall(string.dump, f)
   if not ok then fail(st, "cannot pickle function: " .. tostring(code)) end
   local out, plen = {T_FUNC, b64enc(code), null}, st.plen
-  if getfenv then
-    local env = getfenv(f)
-    if env ~= globals then
-      push(st, "<environment>")
-      out[3] = encode_value(env, st, depth + 1)
-      st.plen = plen
-    end
-  end
+  -- A 5.1 function environment is never copied: like _ENV equal to the
+  -- globals on 5.2+, it binds to the receiver's globals (copying it would
+  -- drag the sender's global state, or a sandbox, along).
   local i = 1
   while true do
     local name, v = getupvalue(f, i)
