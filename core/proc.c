@@ -1,0 +1,107 @@
+/* proc.c -- child processes (see proc.h). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "fd.h"
+#include "proc.h"
+
+static int open_pidfd(pid_t pid) {
+#ifdef SYS_pidfd_open
+  int fd = (int)syscall(SYS_pidfd_open, pid, 0);   /* close-on-exec */
+  return fd < 0 ? -1 : fd;
+#else
+  (void)pid;
+  return -1;
+#endif
+}
+
+/* In a new child: default signal handlers, nothing blocked, and death
+ * with the parent. */
+static void child_setup(pid_t parent) {
+  sigset_t none;
+  int sig;
+  for (sig = 1; sig < NSIG; sig++)
+    if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != parent) _exit(1);   /* the parent died before prctl */
+}
+
+pid_t lmp_proc_fork(int *pidfd) {
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) return -errno;
+  if (pid == 0) {
+    child_setup(parent);
+    return 0;
+  }
+  if (pidfd) *pidfd = open_pidfd(pid);
+  return pid;
+}
+
+pid_t lmp_proc_spawn(char *const argv[], const int *keep, int n, int *pidfd) {
+  int errpipe[2], i, child_errno = 0;
+  pid_t parent = getpid(), pid;
+  if (pipe2(errpipe, O_CLOEXEC) < 0) return -errno;
+  pid = fork();
+  if (pid < 0) {
+    int e = -errno;
+    lmp_fd_close(errpipe[0]);
+    lmp_fd_close(errpipe[1]);
+    return e;
+  }
+  if (pid == 0) {
+    int e;
+    child_setup(parent);
+    for (i = 0; i < n; i++) lmp_fd_set_cloexec(keep[i], 0);
+    execv(argv[0], argv);
+    e = errno;
+    if (write(errpipe[1], &e, sizeof e) < 0) { /* nothing more to do */ }
+    _exit(127);
+  }
+  lmp_fd_close(errpipe[1]);
+  if (lmp_fd_read_full(errpipe[0], &child_errno, sizeof child_errno,
+                       -1.0) == 0) {         /* exec failed */
+    int status;
+    lmp_fd_close(errpipe[0]);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+      ;
+    return -child_errno;
+  }
+  lmp_fd_close(errpipe[0]);
+  if (pidfd) *pidfd = open_pidfd(pid);
+  return pid;
+}
+
+int lmp_proc_poll(pid_t pid, int *status) {
+  pid_t r;
+  do r = waitpid(pid, status, WNOHANG); while (r < 0 && errno == EINTR);
+  if (r < 0) return -errno;
+  return r == pid ? 1 : 0;
+}
+
+int lmp_proc_exitcode(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return -WTERMSIG(status);
+  return 0;
+}
+
+int lmp_proc_cpu_count(void) {
+  cpu_set_t set;
+  long n;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    int c = CPU_COUNT(&set);
+    if (c > 0) return c;
+  }
+  n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int)n : 1;
+}

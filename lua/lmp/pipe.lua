@@ -1,0 +1,128 @@
+--- lmp.pipe: Pipe, Connection and wait.
+--
+-- A Connection is the userdata of lmp.c.pipe (a framed channel over any
+-- stream fd) with the value-level methods below added to its class:
+-- send/recv pickle values (a Lua string is sent raw, unpickled), and
+-- send_bytes/recv_bytes move bytes. Connection(fd, opts) wraps any
+-- connected stream fd (managers wrap TCP and Unix sockets with it).
+local C = require "lmp.c.pipe"
+local core = require "lmp.core"
+local pickle = require "lmp.pickle"
+
+local M = {}
+
+local FR_PICKLE, FR_BYTES, FR_STRING = C.PICKLE, C.BYTES, C.STRING
+local codec_of = setmetatable({}, {__mode = "k"})   -- conn -> "json"|"binary"
+
+local probe = C.wrap(C.socketpair())
+local mt = getmetatable(probe)
+probe:close()
+local methods = mt.__index
+
+function methods:send(v, timeout)
+  if type(v) == "string" then
+    return self:send_frame(FR_STRING, v, timeout)
+  end
+  local codec = codec_of[self]
+  return self:send_frame(FR_PICKLE,
+    pickle.dumps(v, codec and {format = codec, name = "value"} or nil), timeout)
+end
+
+function methods:recv(timeout)
+  local t, payload = self:recv_frame(timeout)
+  if t == FR_STRING then return payload end
+  if t == FR_PICKLE then return pickle.loads(payload) end
+  return payload                             -- bytes sent with send_bytes
+end
+
+function methods:send_bytes(s, offset, size, timeout)
+  if type(s) ~= "string" then
+    error("bad argument #1 to 'send_bytes' (string expected, got " .. type(s) .. ")", 2)
+  end
+  if offset or size then
+    offset = offset or 0
+    s = s:sub(offset + 1, size and offset + size or -1)
+  end
+  return self:send_frame(FR_BYTES, s, timeout)
+end
+
+function methods:recv_bytes(timeout)
+  local _, payload = self:recv_frame(timeout)
+  return payload
+end
+
+-- Connections passed to a spawned child travel by fd (inherited at the
+-- same number); to a forked child they are simply inherited.
+mt.__pickle = function(self)
+  local P = require "lmp.process"
+  local fd = self:fileno()
+  if P._spawn_fds then P._spawn_fds[#P._spawn_fds + 1] = fd end
+  return {fd = fd, codec = codec_of[self]}
+end
+mt.__unpickle = function(state)
+  local c = C.wrap(state.fd)
+  codec_of[c] = state.codec
+  return c
+end
+pickle.register("lmp.Connection", mt)
+
+local function check_codec(codec)
+  if codec ~= nil and codec ~= "json" and codec ~= "binary" then
+    error("codec must be 'json' or 'binary'", 3)
+  end
+  return codec
+end
+
+--- Connection(fd [, {maxlen=, codec=}]) wraps a connected stream fd.
+function M.Connection(fd, opts)
+  opts = opts or {}
+  local c = C.wrap(fd, opts.maxlen)
+  codec_of[c] = check_codec(opts.codec)
+  return c
+end
+
+--- Pipe([{duplex = true, codec =, maxlen =}]) -> conn1, conn2.
+-- duplex = false gives (reader, writer) over a pipe(2).
+function M.Pipe(opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #1 to 'Pipe' (table or nil expected)", 2)
+  end
+  opts = opts or {}
+  local codec = check_codec(opts.codec)
+  local a, b
+  if opts.duplex == false then a, b = C.pipe() else a, b = C.socketpair() end
+  a, b = C.wrap(a, opts.maxlen), C.wrap(b, opts.maxlen)
+  codec_of[a], codec_of[b] = codec, codec
+  return a, b
+end
+
+local function fd_of(x)
+  if type(x) == "number" then return x end
+  if type(x) == "table" and x.sentinel then return x.sentinel end
+  if type(x) == "userdata" and x.fileno then return x:fileno() end
+  error("lmp.wait: cannot wait on a " .. type(x), 3)
+end
+
+--- wait(list, timeout) -> the connections, processes or fds ready now
+-- (like multiprocessing.connection.wait). A process is ready once it ended.
+function M.wait(list, timeout)
+  if type(list) ~= "table" then
+    error("bad argument #1 to 'wait' (table expected)", 2)
+  end
+  local fds, by_fd = {}, {}
+  for _, x in ipairs(list) do
+    local fd = fd_of(x)
+    fds[#fds + 1] = fd
+    by_fd[fd] = by_fd[fd] or {}
+    table.insert(by_fd[fd], x)
+  end
+  local ready = {}
+  for _, fd in ipairs(C.poll_fds(fds, timeout)) do
+    for _, x in ipairs(by_fd[fd]) do ready[#ready + 1] = x end
+    by_fd[fd] = {}
+  end
+  local _ = core
+  return ready
+end
+
+return M

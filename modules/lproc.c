@@ -1,0 +1,174 @@
+/* lproc.c -- "lmp.c.proc": thin bindings of core/proc.c and a few
+ * process syscalls. The Process class and fork hygiene that runs Lua code
+ * (atfork handlers, reseeding, identity) live in lua/lmp/process.lua. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "../core/fd.h"
+#include "../core/proc.h"
+#include "lmp_aux.h"
+
+static int push_pid_result(lua_State *L, pid_t pid, int pidfd,
+                           const char *what) {
+  if (pid < 0) return lmp_error_raise_errno(L, (int)pid, what);
+  lua_pushinteger(L, pid);
+  if (pid > 0 && pidfd >= 0) lua_pushinteger(L, pidfd);
+  else lua_pushnil(L);
+  return 2;
+}
+
+/* fork() -> pid (0 in the child), pidfd or nil */
+static int l_fork(lua_State *L) {
+  int pidfd = -1;
+  pid_t pid;
+  fflush(NULL);                      /* no line printed twice */
+  pid = lmp_proc_fork(&pidfd);
+  return push_pid_result(L, pid, pidfd, "fork");
+}
+
+/* Copies a Lua list of strings into a NULL-terminated argv kept alive
+ * by a userdata buffer (freed by Lua if anything raises). */
+static char **check_argv(lua_State *L, int idx) {
+  int i, n;
+  char **argv;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  n = (int)lua_rawlen(L, idx);
+  luaL_argcheck(L, n >= 1, idx, "argv must list at least the program");
+  argv = lua_newuserdatauv_compat(L, sizeof(char *) * (size_t)(n + 1));
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, idx, i);
+    argv[i - 1] = (char *)luaL_checkstring(L, -1);
+    lua_pop(L, 1);                   /* the table keeps the string alive */
+  }
+  argv[n] = NULL;
+  return argv;
+}
+
+/* spawn(argv, keep_fds) -> pid, pidfd or nil */
+static int l_spawn(lua_State *L) {
+  char **argv = check_argv(L, 1);
+  int keep[64], n = 0, pidfd = -1;
+  pid_t pid;
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    n = (int)lua_rawlen(L, 2);
+    luaL_argcheck(L, n <= 64, 2, "at most 64 fds can be passed");
+    for (int i = 1; i <= n; i++) {
+      lua_rawgeti(L, 2, i);
+      keep[i - 1] = (int)luaL_checkinteger(L, -1);
+      lua_pop(L, 1);
+    }
+  }
+  fflush(NULL);
+  pid = lmp_proc_spawn(argv, keep, n, &pidfd);
+  return push_pid_result(L, pid, pidfd, argv[0]);
+}
+
+/* poll(pid) -> true, exitcode if it ended; false while running;
+ * nil if it is not our child (already reaped). */
+static int l_poll(lua_State *L) {
+  int status = 0;
+  int r = lmp_proc_poll((pid_t)luaL_checkinteger(L, 1), &status);
+  if (r < 0) { lua_pushnil(L); return 1; }
+  lua_pushboolean(L, r);
+  if (!r) return 1;
+  lua_pushinteger(L, lmp_proc_exitcode(status));
+  return 2;
+}
+
+/* kill(pid, signal) -> true, or false and an error message */
+static int l_kill(lua_State *L) {
+  pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+  int sig = (int)luaL_optinteger(L, 2, SIGTERM);
+  luaL_argcheck(L, pid > 0, 1, "pid must be positive");
+  if (kill(pid, sig) < 0) {
+    lua_pushboolean(L, 0);
+    lua_pushstring(L, strerror(errno));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* exit(code): flushes C stdio and _exits (no atexit, no lua_close). */
+static int l_exit(lua_State *L) {
+  int code = (int)luaL_optinteger(L, 1, 0);
+  fflush(NULL);
+  _exit(code & 0xff);
+  return 0;
+}
+
+static int l_getpid(lua_State *L) {
+  lua_pushinteger(L, getpid());
+  return 1;
+}
+
+static int l_getppid(lua_State *L) {
+  lua_pushinteger(L, getppid());
+  return 1;
+}
+
+static int l_cpu_count(lua_State *L) {
+  lua_pushinteger(L, lmp_proc_cpu_count());
+  return 1;
+}
+
+static int l_close(lua_State *L) {
+  lmp_fd_close((int)luaL_checkinteger(L, 1));
+  return 0;
+}
+
+/* random_bytes(n) -> n bytes from libsodium's CSPRNG. */
+static int l_random_bytes(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_Buffer b;
+  luaL_argcheck(L, n >= 0 && n <= 4096, 1, "0 to 4096 bytes");
+  if (sodium_init() < 0) return luaL_error(L, "libsodium failed to start");
+  luaL_buffinit(L, &b);
+  randombytes_buf(luaL_prepbuffer(&b), (size_t)n);
+  luaL_addsize(&b, (size_t)n);
+  luaL_pushresult(&b);
+  return 1;
+}
+
+/* self_exe() -> path of the running executable (the interpreter). */
+static int l_self_exe(lua_State *L) {
+  char path[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+  if (n < 0) return lmp_error_raise_errno(L, -errno, "readlink /proc/self/exe");
+  lua_pushlstring(L, path, (size_t)n);
+  return 1;
+}
+
+int luaopen_lmp_c_proc(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+    {"close", l_close},
+    {"cpu_count", l_cpu_count},
+    {"exit", l_exit},
+    {"fork", l_fork},
+    {"getpid", l_getpid},
+    {"getppid", l_getppid},
+    {"kill", l_kill},
+    {"poll", l_poll},
+    {"random_bytes", l_random_bytes},
+    {"self_exe", l_self_exe},
+    {"spawn", l_spawn},
+    {NULL, NULL}
+  };
+  luaL_newlib(L, funcs);
+  lua_pushinteger(L, SIGTERM);
+  lua_setfield(L, -2, "SIGTERM");
+  lua_pushinteger(L, SIGKILL);
+  lua_setfield(L, -2, "SIGKILL");
+  lua_pushinteger(L, SIGINT);
+  lua_setfield(L, -2, "SIGINT");
+  return 1;
+}
