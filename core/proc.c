@@ -48,8 +48,32 @@ pid_t lmp_proc_fork(int *pidfd) {
   return pid;
 }
 
+/* In a spawn child before exec: every fd from 3 up becomes close-on-exec
+ * (also those the program opened without it, e.g. Lua's io.open), then
+ * the kept ones are cleared so they are inherited. */
+static void mark_cloexec_except(const int *keep, int n) {
+  unsigned int lo = 3;
+  int i, j;
+  for (;;) {
+    unsigned int next = ~0U;
+    for (j = 0; j < n; j++)
+      if (keep[j] >= (int)lo && (unsigned int)keep[j] < next)
+        next = (unsigned int)keep[j];
+    if (next > lo) {
+      if (syscall(SYS_close_range, lo, next == ~0U ? ~0U : next - 1,
+                  4 /* CLOSE_RANGE_CLOEXEC */) < 0) {
+        unsigned int fd, top = next == ~0U ? 65536 : next;
+        for (fd = lo; fd < top; fd++) fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+      }
+    }
+    if (next == ~0U) break;
+    lo = next + 1;
+  }
+  for (i = 0; i < n; i++) lmp_fd_set_cloexec(keep[i], 0);
+}
+
 pid_t lmp_proc_spawn(char *const argv[], const int *keep, int n, int *pidfd) {
-  int errpipe[2], i, child_errno = 0;
+  int errpipe[2], child_errno = 0;
   pid_t parent = getpid(), pid;
   if (pipe2(errpipe, O_CLOEXEC) < 0) return -errno;
   pid = fork();
@@ -62,7 +86,7 @@ pid_t lmp_proc_spawn(char *const argv[], const int *keep, int n, int *pidfd) {
   if (pid == 0) {
     int e;
     child_setup(parent);
-    for (i = 0; i < n; i++) lmp_fd_set_cloexec(keep[i], 0);
+    mark_cloexec_except(keep, n);
     execv(argv[0], argv);
     e = errno;
     if (write(errpipe[1], &e, sizeof e) < 0) { /* nothing more to do */ }

@@ -527,6 +527,12 @@ static void enc_upvalues(benc *e, int idx, int64_t fid, int depth) {
       luaL_error(L, "not enough memory");
 #endif
     name = lua_getupvalue(L, idx, i);
+    if (name && strcmp(name, "_ENV") == 0 && lua_istable(L, -1)) {
+      /* the global environment binds to the receiver's globals */
+      put_byte(e, B_GLOBALS);
+      lua_pop(L, 1);
+      continue;
+    }
     seg_push(e, SEG_UPVAL, 0, i, name && *name ? name : "?");
     enc_value(e, lua_gettop(L), depth + 1);
     e->plen--;

@@ -231,6 +231,8 @@ local function encode_function(f, st, depth)
     local joined = uid and st.upvals[uid]
     if joined then
       out[i + 3] = joined
+    elseif name == "_ENV" and type(v) == "table" then
+      out[i + 3] = TAG .. "g"    -- the global environment binds to the receiver's
     else
       if uid then st.upvals[uid] = TAG .. "j" .. fid .. ":" .. i end
       push(st, "<upvalue " .. (name ~= "" and name or tostring(i)) .. ">")

@@ -5,8 +5,8 @@
 -- send/recv pickle values (a Lua string is sent raw, unpickled), and
 -- send_bytes/recv_bytes move bytes. Connection(fd, opts) wraps any
 -- connected stream fd (managers wrap TCP and Unix sockets with it).
+local core = require "lmp.core"   -- first: it registers lmp.c.*
 local C = require "lmp.c.pipe"
-local core = require "lmp.core"
 local pickle = require "lmp.pickle"
 
 local M = {}

@@ -20,8 +20,8 @@
 --   {sentinel = fd readable once the worker ended, name =, pid = or nil,
 --    kill = fn(), exit_status = fn() -> nil while running, join = fn(t),
 --    close = fn()}
+local core = require "lmp.core"   -- first: it registers lmp.c.*
 local C = require "lmp.c.pipe"
-local core = require "lmp.core"
 local pickle = require "lmp.pickle"
 local P = require "lmp.process"
 local getpid = require("lmp.c.proc").getpid

@@ -10,8 +10,8 @@
 --   P._parent_only(fd [, false])  fds that fork children must close.
 --   P._spawn_fds         while a spawn's arguments are pickled, a list that
 --                        __pickle hooks add their fds to (pass_fds).
+local core = require "lmp.core"   -- first: it registers lmp.c.*
 local C = require "lmp.c.proc"
-local core = require "lmp.core"
 
 local M = {}
 
@@ -252,6 +252,7 @@ function Process:start()
     error("can only start a process object created by the current process", 2)
   end
   reap_all()
+  rawset(self, "_parent_pid", me.pid)
   local pid, pidfd
   if self._method == "spawn" then
     pid, pidfd = spawn_process(self)
@@ -259,12 +260,12 @@ function Process:start()
     pid, pidfd = M._fork{name = self.name, daemon = self.daemon,
                          allow_threads = self._allow_threads}
     if pid == 0 then
+      rawset(self, "pid", me.pid)
       M._exit(run_target(self.target, self.args, self.name))
     end
   end
   rawset(self, "pid", pid)
   rawset(self, "sentinel", pidfd)
-  rawset(self, "_parent_pid", me.pid)
   children[pid] = self
   return self
 end
