@@ -293,26 +293,49 @@ function Pool:_send(w, payload)
   end
 end
 
+-- Sends one chunk (and its function, the first time) to worker w.
+-- Returns false if the worker is gone (the chunk is then put back).
+function Pool:_send_chunk(w, ch)
+  local job = ch.job
+  local ok = pcall(function()
+    if not w.fids[ch.fid] then
+      self:_send(w, self.fn_payload[ch.fid])
+      w.fids[ch.fid] = true
+    end
+    self:_send(w, self._dumps({"t", job._id, ch.k, ch.fid, ch.first, ch.args, ch.star}, "args"))
+  end)
+  if not ok then
+    self.qhead = self.qhead - 1            -- it never reached a worker
+    self.queue[self.qhead] = ch
+    return false
+  end
+  w.inflight[job._id .. ":" .. ch.k] = ch
+  w.ninflight = w.ninflight + 1
+  job._sent = job._sent + 1
+  w.sent = w.sent + 1
+  local maxt = self._info.maxtasks
+  if maxt and w.sent >= maxt then w.retiring = true end
+  return true
+end
+
 -- Sends queued chunks to workers with room (one in flight plus one ahead).
 function Pool:_dispatch()
+  local dead
   for _, w in pairs(self.workers) do
     while w.ninflight < 2 and not w.retiring do
       local ch = self:_next_chunk()
-      if not ch then return end
-      local job = ch.job
-      if not w.fids[ch.fid] then
-        self:_send(w, self.fn_payload[ch.fid])
-        w.fids[ch.fid] = true
+      if not ch then break end
+      if not self:_send_chunk(w, ch) then
+        dead = dead or {}
+        dead[#dead + 1] = w
+        break
       end
-      self:_send(w, self._dumps({"t", job._id, ch.k, ch.fid, ch.first, ch.args, ch.star}, "args"))
-      w.inflight[job._id .. ":" .. ch.k] = ch
-      w.ninflight = w.ninflight + 1
-      job._sent = job._sent + 1
-      w.sent = w.sent + 1
-      local maxt = self._info.maxtasks
-      if maxt and w.sent >= maxt then w.retiring = true end
     end
   end
+  for _, w in ipairs(dead or {}) do
+    if self.workers[w.index] == w then self:_on_death(w) end
+  end
+  if dead then return self:_dispatch() end
 end
 
 function Pool:_next_chunk()

@@ -1,0 +1,315 @@
+-- lmp.Pool: the API, a pool that never hangs, a loop that never blocks.
+local lmp = require "lmp"
+local H = require "helper"
+
+local function range(n)
+  local t = {}
+  for i = 1, n do t[i] = i end
+  return t
+end
+
+local function alive(pid)
+  local st = H.proc_state(pid)
+  return st ~= nil and st ~= "Z"
+end
+
+describe("lmp.Pool", function()
+  local pool
+  setup(function() pool = lmp.Pool{processes = 2} end)
+  teardown(function() pool:terminate() end)
+
+  it("map returns results in order", function()
+    local r = pool:map(function(x) return x * x end, range(100))
+    assert.equal(100, #r)
+    for i = 1, 100 do assert.equal(i * i, r[i]) end
+  end)
+
+  it("runs closures with their upvalues", function()
+    local k, t = 10, {base = 5}
+    assert.equal(20, pool:apply(function(x) return x + k + t.base end, {5}))
+  end)
+
+  it("apply_async, get, ready, successful and wait", function()
+    local r = pool:apply_async(function(a, b) return a .. b end, {"x", "y"})
+    assert.is_true(r:wait(10))
+    assert.is_true(r:ready())
+    assert.is_true(r:successful())
+    assert.equal("xy", r:get(1))
+  end)
+
+  it("starmap unpacks argument lists", function()
+    local r = pool:starmap(function(a, b) return a * b end, {{1, 2}, {3, 4}, {5, 6}})
+    assert.same({2, 12, 30}, r)
+  end)
+
+  it("map with chunksize 1 and an empty list", function()
+    assert.same({2, 4, 6}, pool:map(function(x) return 2 * x end, {1, 2, 3}, 1))
+    assert.same({}, pool:map(function(x) return x end, {}))
+  end)
+
+  it("imap yields in order, lazily, from a list or an iterator", function()
+    local out = {}
+    for v in pool:imap(function(x) return x + 1 end, range(20), 3) do out[#out + 1] = v end
+    assert.same((function() local t = {} for i = 1, 20 do t[i] = i + 1 end return t end)(), out)
+    local i = 0
+    local gen = function() i = i + 1; if i <= 10 then return i end end
+    local sum = 0
+    for v in pool:imap(function(x) return x end, gen) do sum = sum + v end
+    assert.equal(55, sum)
+  end)
+
+  it("imap_unordered yields every result once", function()
+    local seen, n = {}, 0
+    for v in pool:imap_unordered(function(x) return x end, range(50), 1) do
+      assert.is_nil(seen[v]); seen[v] = true; n = n + 1
+    end
+    assert.equal(50, n)
+  end)
+
+  it("a task that raises gives a remote error with traceback, worker and index", function()
+    local ok, e = pcall(pool.map, pool, function(x)
+      if x == 7777 then error("bad item " .. x) end
+      return x
+    end, range(10000))
+    assert.is_false(ok)
+    assert.is_true(lmp.is_error(e, "remote"))
+    assert.equal(7777, e.index)
+    assert.matches("bad item 7777", e.message)
+    assert.matches("PoolWorker%-%d", e.worker)
+    assert.is_string(e.traceback)
+    -- the pool goes on
+    assert.equal(3, pool:apply(function() return 3 end))
+  end)
+
+  it("callbacks run in the master, inside get/poll", function()
+    local got, err = nil, nil
+    local r1 = pool:apply_async(function() return 42 end, {}, {callback = function(v) got = v end})
+    local r2 = pool:map_async(function() error("nope") end, {1}, nil,
+      {error_callback = function(e) err = e end})
+    r1:wait(10); r2:wait(10)
+    assert.equal(42, got)
+    assert.is_true(lmp.is_error(err, "remote"))
+    assert.is_false(r2:successful())
+  end)
+
+  it("get(timeout) raises timeout and leaves the pool usable", function()
+    local r = pool:apply_async(function() lmp.sleep(0.5) return 1 end)
+    local ok, e = pcall(r.get, r, 0.05)
+    assert.is_false(ok)
+    assert.is_true(lmp.is_error(e, "timeout"))
+    assert.equal(1, r:get(10))
+  end)
+
+  it("cancel drops a task that has not started", function()
+    local blockers = {}
+    for i = 1, 4 do blockers[i] = pool:apply_async(function() lmp.sleep(0.3) end) end
+    local r = pool:apply_async(function() return "ran" end)
+    assert.is_true(r:cancel())
+    local ok, e = pcall(r.get, r, 1)
+    assert.is_false(ok)
+    assert.is_true(lmp.is_error(e, "cancelled"))
+    assert.is_false(blockers[1]:cancel())
+    for i = 1, 4 do blockers[i]:get(10) end
+  end)
+
+  it("poll(0) returns at once and fileno becomes readable with results", function()
+    local t0 = lmp.time()
+    pool:poll(0)
+    assert.is_true(lmp.time() - t0 < 0.5)
+    local r = pool:apply_async(function() return 1 end)
+    assert.equal(1, #lmp.wait({pool:fileno()}, 10))
+    assert.truthy(H.wait_until(function() pool:poll(0) return r:ready() end, 10))
+  end)
+
+  it("binary codec gives the same results", function()
+    local p = lmp.Pool{processes = 1, codec = "binary"}
+    assert.same({1, 4, 9}, p:map(function(x) return x * x end, {1, 2, 3}))
+    p:terminate()
+  end)
+end)
+
+describe("lmp.Pool never hangs", function()
+  it("a worker killed mid-task fails its task with worker_lost and is replaced", function()
+    local pool = lmp.Pool{processes = 2}
+    local path = os.tmpname()
+    local r = pool:apply_async(function(where)
+      local f = io.open(where, "w")
+      f:write(lmp.current_process().pid)
+      f:close()
+      lmp.sleep(60)
+    end, {path})
+    local pid = H.wait_until(function()
+      local f = io.open(path)
+      local v = f and tonumber(f:read("*a"))
+      if f then f:close() end
+      return v
+    end, 10)
+    os.remove(path)
+    local t0 = lmp.time()
+    os.execute("kill -9 " .. pid)
+    local ok, e = pcall(r.get, r, 10)
+    local dt = lmp.time() - t0
+    assert.is_false(ok)
+    assert.is_true(lmp.is_error(e, "worker_lost"))
+    assert.matches("PoolWorker", e.message)
+    assert.equal(-9, e.exitcode)
+    assert.is_true(dt < 3, "worker_lost after " .. dt .. "s (goal 1 s)")
+    -- replaced: two workers again, and work goes on
+    assert.same({1, 2, 3}, pool:map(function(x) return x end, {1, 2, 3}))
+    local n = 0
+    for _ in pairs(pool.workers) do n = n + 1 end
+    assert.equal(2, n)
+    pool:terminate()
+  end)
+
+  it("a worker that calls os.exit fails its task and map does not hang", function()
+    local pool = lmp.Pool{processes = 2}
+    local ok, e = pcall(pool.map, pool, function(x)
+      if x == 3 then os.exit(7) end
+      return x
+    end, range(6), 1)
+    assert.is_false(ok)
+    assert.is_true(lmp.is_error(e, "worker_lost"))
+    assert.equal(7, e.exitcode)
+    pool:terminate()
+  end)
+
+  it("killing an idle worker does not wedge the next map, terminate or join", function()
+    local pool = lmp.Pool{processes = 2}
+    pool:map(function(x) return x end, {1, 2})
+    for _, w in pairs(pool.workers) do os.execute("kill -9 " .. w.h.pid) break end
+    assert.same({10, 20}, pool:map(function(x) return x * 10 end, {1, 2}))
+    pool:close()
+    local t0 = lmp.time()
+    assert.is_true(pool:join(10))
+    assert.is_true(lmp.time() - t0 < 5)
+  end)
+
+  it("SIGINT during map stops and reaps every worker; the script exits 130", function()
+    local r = H.run_lmp([[
+      local pool = lmp.Pool{processes = 2}
+      local pids = {}
+      for _, w in pairs(pool.workers) do pids[#pids + 1] = w.h.pid end
+      print(table.concat(pids, " "))
+      io.stdout:flush()
+      local me = lmp.current_process().pid
+      os.execute("(sleep 0.3; kill -INT " .. me .. ") &")
+      pool:map(function(x) lmp.sleep(10) return x end, {1, 2, 3, 4})
+    ]], {timeout = 20})
+    assert.equal(130, r.code)
+    assert.matches("interrupted", r.err)
+    for pid in r.out:gmatch("%d+") do
+      assert.truthy(H.wait_until(function() return not alive(tonumber(pid)) end, 5),
+        "worker " .. pid .. " still alive")
+    end
+  end)
+end)
+
+describe("lmp.Pool life cycle", function()
+  it("maxtasksperchild replaces workers with no task lost or run twice", function()
+    local pool = lmp.Pool{processes = 2, maxtasksperchild = 3}
+    local r = pool:map(function(x) return {x, lmp.current_process().pid} end, range(30), 1)
+    local pids = {}
+    for i = 1, 30 do
+      assert.equal(i, r[i][1])
+      pids[r[i][2]] = (pids[r[i][2]] or 0) + 1
+    end
+    local nworkers = 0
+    for _, n in pairs(pids) do
+      nworkers = nworkers + 1
+      assert.is_true(n <= 3)
+    end
+    assert.is_true(nworkers >= 10)
+    pool:terminate()
+  end)
+
+  it("initializer runs once in each worker", function()
+    local pool = lmp.Pool{processes = 2, initializer = function(v) _G.INIT = v end, initargs = {"ready"}}
+    assert.same({"ready", "ready"}, pool:map(function() return _G.INIT end, {1, 2}, 1))
+    pool:terminate()
+  end)
+
+  it("using a pool after close or terminate raises closed; join before close raises", function()
+    local pool = lmp.Pool{processes = 1}
+    assert.has_error(function() pool:join() end, "join before close: call pool:close() first")
+    pool:close()
+    local ok, e = pcall(pool.map, pool, function(x) return x end, {1})
+    assert.is_true(lmp.is_error(e, "closed"))
+    assert.is_true(pool:join(10))
+    local p2 = lmp.Pool{processes = 1}
+    p2:terminate()
+    ok, e = pcall(p2.apply, p2, function() end)
+    assert.is_true(lmp.is_error(e, "closed"))
+  end)
+
+  it("close then join finishes queued work first", function()
+    local pool = lmp.Pool{processes = 2}
+    local r = pool:map_async(function(x) return x + 1 end, range(10))
+    pool:close()
+    assert.is_true(pool:join(10))
+    assert.equal(11, r:get(1)[10])
+  end)
+
+  it("terminate stops the workers promptly", function()
+    local pool = lmp.Pool{processes = 2}
+    local pids = {}
+    for _, w in pairs(pool.workers) do pids[#pids + 1] = w.h.pid end
+    pool:apply_async(function() lmp.sleep(30) end)
+    local t0 = lmp.time()
+    pool:terminate()
+    assert.is_true(lmp.time() - t0 < 5)
+    for _, pid in ipairs(pids) do assert.is_false(alive(pid)) end
+  end)
+
+  it("the owner's exit terminates the workers, and <close> works on 5.4", function()
+    local scoped = _VERSION == "Lua 5.4" and "local pool <close> = lmp.Pool{processes = 2}"
+      or "local pool = lmp.Pool{processes = 2}"
+    local r = H.run_lmp([[
+      local pids = {}
+      do
+        ]] .. scoped .. [[
+
+        for _, w in pairs(pool.workers) do pids[#pids + 1] = w.h.pid end
+        pool:map(function(x) return x end, {1})
+      end
+      print(table.concat(pids, " "))
+      local p2 = lmp.Pool{processes = 1}
+      for _, w in pairs(p2.workers) do print(w.h.pid) end
+    ]], {timeout = 20})
+    assert.equal(0, r.code, r.err)
+    for pid in r.out:gmatch("%d+") do
+      assert.truthy(H.wait_until(function() return not alive(tonumber(pid)) end, 5))
+    end
+  end)
+
+  it("a spawn-context pool runs closures too", function()
+    local pool = lmp.get_context("spawn").Pool{processes = 1}
+    local k = 3
+    assert.same({4, 5}, pool:map(function(x) return x + k end, {1, 2}))
+    pool:terminate()
+  end)
+
+  it("a forked child cannot use its parent's pool", function()
+    local pool = lmp.Pool{processes = 1}
+    local a, b = lmp.Pipe()
+    local p = lmp.Process{args = {a}, target = function(conn)
+      local ok, e = pcall(pool.apply, pool, function() return 1 end)
+      conn:send(ok == false and lmp.is_error(e, "closed"))
+    end}
+    p:start()
+    assert.is_true(b:recv(10))
+    p:join(10)
+    assert.equal(1, pool:apply(function() return 1 end))
+    pool:terminate()
+  end)
+
+  it("rejects bad arguments clearly", function()
+    assert.has_error(function() lmp.Pool{processes = 0} end)
+    assert.has_error(function() lmp.Pool{codec = "xml"} end)
+    local pool = lmp.Pool{processes = 1}
+    assert.has_error(function() pool:map(1, {}) end)
+    assert.has_error(function() pool:map(function() end, 5) end)
+    assert.has_error(function() pool:map(function() end, {}, 0) end)
+    pool:terminate()
+  end)
+end)
