@@ -313,3 +313,31 @@ describe("lmp.Pool life cycle", function()
     pool:terminate()
   end)
 end)
+
+describe("pool examples", function()
+  it("pool_demo counts the files of a tree", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p " .. dir .. "/sub")
+    for i = 1, 5 do
+      local f = io.open(dir .. "/sub/f" .. i .. ".txt", "w")
+      f:write(("word "):rep(i) .. "\n")
+      f:close()
+    end
+    local r = H.run_lmp(io.open(H.root .. "/examples/pool_demo.lua"):read("*a"),
+                        {args = {dir, "2"}, timeout = 30})
+    os.execute("rm -rf " .. dir)
+    assert.equal(0, r.code, r.err)
+    assert.matches("5 files, 5 lines, 15 words, 80 bytes", r.out)
+  end)
+
+  it("game_loop keeps its frames while the pool is saturated", function()
+    local r = H.run_lmp(io.open(H.root .. "/examples/game_loop.lua"):read("*a"),
+                        {args = {"1", "2"}, timeout = 30})
+    assert.equal(0, r.code, r.err)
+    local worst = tonumber(r.out:match("worst frame: ([%d%.]+) ms"))
+    assert.truthy(worst, r.out)
+    assert.is_true(worst < 50, "worst frame " .. tostring(worst) .. " ms (goal 20 ms)")
+    assert.truthy(tonumber(r.out:match("(%d+) paths solved")) > 0)
+  end)
+end)
