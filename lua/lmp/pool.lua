@@ -49,24 +49,28 @@ local function traceback_handler(e)
   return {message = tostring(e), traceback = debug.traceback("", 2)}
 end
 
+-- Runs f over a chunk inside one xpcall (a closure per chunk, not per
+-- item); on error, i tells which item raised.
 local function run_chunk(f, args, star, first, who)
-  local results, n = {}, #args
-  for i = 1, n do
-    local a = args[i]
-    local ok, r
+  local results, n, i = {}, #args, 0
+  local ok, err = xpcall(function()
     if star then
-      ok, r = xpcall(function() return f(unpack(a, 1, a.n or #a)) end, traceback_handler)
+      for j = 1, n do
+        i = j
+        local a = args[j]
+        results[j] = f(unpack(a, 1, a.n or #a))
+      end
     else
-      ok, r = xpcall(function() return f(a) end, traceback_handler)
+      for j = 1, n do
+        i = j
+        results[j] = f(args[j])
+      end
     end
-    if not ok then
-      r.index = first + i - 1
-      r.worker = who
-      return results, n, r
-    end
-    results[i] = r
-  end
-  return results, n, nil
+  end, traceback_handler)
+  if ok then return results, n, nil end
+  err.index = first + i - 1
+  err.worker = who
+  return results, n, err
 end
 
 --- Runs a worker's loop on channel fd until told to stop, the master

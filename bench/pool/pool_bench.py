@@ -1,0 +1,43 @@
+# Python's side of bench/pool: prints "name=value" pairs on one line.
+import multiprocessing as mp, os, time
+
+def noop(x): return x
+def cpu_1ms(x):
+    t = time.process_time() + 0.001
+    while time.process_time() < t: pass
+    return x
+
+def best(f, reps=3):
+    b = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter(); f(); b = min(b, time.perf_counter() - t0)
+    return b
+
+def rss_pss(pid):
+    rss = pss = 0
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Rss:"): rss = int(line.split()[1])
+            if line.startswith("Pss:"): pss = int(line.split()[1])
+    return rss, pss
+
+if __name__ == "__main__":
+    mp.set_start_method("fork")
+    out = {}
+    items = list(range(100000))
+    with mp.Pool(2) as pool:
+        out["map_default"] = len(items) / best(lambda: pool.map(noop, items))
+        out["map_chunk1"] = 20000 / best(lambda: pool.map(noop, items[:20000], 1), 1)
+        n = 2000
+        out["apply_latency"] = best(lambda: [pool.apply_async(noop, (1,)).get() for _ in range(n)]) / n
+        out["imap_unordered1"] = 20000 / best(lambda: list(pool.imap_unordered(noop, items[:20000], 1)), 1)
+        pids = [p.pid for p in pool._pool]
+        rss, pss = rss_pss(pids[0])
+        out["idle_rss_kb"], out["idle_pss_kb"] = rss, pss
+    def start_stop():
+        p = mp.Pool(2); p.close(); p.join()
+    out["start_join"] = best(start_stop, 5)
+    for w in (1, 2, 4):
+        with mp.Pool(w) as pool:
+            out[f"cpu_{w}"] = 400 / best(lambda: pool.map(cpu_1ms, range(400), 1), 1)
+    print(" ".join(f"{k}={v}" for k, v in out.items()))
