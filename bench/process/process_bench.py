@@ -1,0 +1,11 @@
+# Python's side of bench/process.
+import multiprocessing as mp, time
+def f(): pass
+def per(method, n):
+    ctx = mp.get_context(method)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        p = ctx.Process(target=f); p.start(); p.join()
+    return (time.perf_counter() - t0) / n
+if __name__ == "__main__":
+    print(f"fork={per('fork', 100)} spawn={per('spawn', 10)}")
