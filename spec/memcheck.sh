@@ -6,7 +6,7 @@
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${1:-build/5.4}
-VG="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --track-fds=no"
+VG="valgrind -q --error-exitcode=99 --leak-check=full --show-possibly-lost=no --errors-for-leak-kinds=definite --child-silent-after-fork=yes"
 passed=0; failed=0
 for t in "$BUILD"/ctest/test_*; do
   [ -x "$t" ] || continue

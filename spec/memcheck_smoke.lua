@@ -36,4 +36,33 @@ section("pickle", function()
   assert(not pcall(p.dumps, coroutine.create(function() end)))
 end)
 
+section("pipe", function()
+  local a, b = lmp.Pipe()
+  for i = 1, 20 do a:send({i, "x"}); assert(b:recv(5)[1] == i) end
+  a:send_bytes(string.rep("z", 100000)); assert(#b:recv_bytes(5) == 100000)
+  assert(not pcall(b.recv, b, 0.01))
+  local r, w = lmp.Pipe{duplex = false}
+  r:close()
+  assert(not pcall(w.send, w, "x", 1))
+  a:close(); b:close(); w:close()
+end)
+
+section("process", function()
+  local a, b = lmp.Pipe()
+  local p = lmp.Process{target = function(c) c:send(lmp.current_process().name) end, args = {a}}
+  p:start()
+  assert(b:recv(30) == p.name)
+  assert(p:join(30) and p.exitcode == 0)
+  p:close()
+end)
+
+section("pool", function()
+  local pool = lmp.Pool{processes = 2}
+  local r = pool:map(function(x) return x * 2 end, {1, 2, 3, 4})
+  assert(r[4] == 8)
+  assert(not pcall(pool.apply, pool, function() error("x") end))
+  pool:close()
+  assert(pool:join(60))
+end)
+
 for _, extra in ipairs(arg or {}) do dofile(extra) end
