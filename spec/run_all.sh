@@ -59,8 +59,10 @@ run_busted() {
 }
 
 run_rockspec() {
-  local line
-  line=$(bash spec/rockspec_check.sh 5.4 lua5.4 2>&1 | tee /dev/stderr | tail -1)
+  local out line
+  out=$(bash spec/rockspec_check.sh 5.4 lua5.4 2>&1)
+  printf '%s\n' "$out"
+  line=$(printf '%s\n' "$out" | tail -1)
   line=${line#rockspec: }
   add "$(echo "$line" | cut -d' ' -f1)" "$(echo "$line" | cut -d' ' -f3)"
 }
