@@ -177,8 +177,10 @@ describe("lmp.Pool never hangs", function()
   it("killing an idle worker does not wedge the next map, terminate or join", function()
     local pool = lmp.Pool{processes = 2}
     pool:map(function(x) return x end, {1, 2})
-    for _, w in pairs(pool.workers) do os.execute("kill -9 " .. w.h.pid) break end
-    assert.same({10, 20}, pool:map(function(x) return x * 10 end, {1, 2}))
+    for _ = 1, 5 do     -- the kill races with the next dispatch: no task may fail
+      for _, w in pairs(pool.workers) do os.execute("kill -9 " .. w.h.pid) break end
+      assert.same({10, 20}, pool:map(function(x) return x * 10 end, {1, 2}))
+    end
     pool:close()
     local t0 = lmp.time()
     assert.is_true(pool:join(10))

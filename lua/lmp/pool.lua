@@ -10,9 +10,14 @@
 --
 -- Wire protocol (pickled tables, one frame each):
 --   master -> worker  {"f", fid, fn}                     define a function
---                     {"t", job, chunk, fid, first, args, star}
+--                     {"t", job, chunk, fid, first, args, star, ack}
 --                     {"q"}                              finish and exit
---   worker -> master  {"r", job, chunk, n, results, err}
+--   worker -> master  {"s", job, chunk}    started (only when ack was asked)
+--                     {"r", job, chunk, n, results, err}
+-- A chunk sent to an idle worker asks for "s": if that worker turns out
+-- to be dead before it started (killed while idle), the chunk goes to
+-- another worker instead of failing. Chunks a dead worker held behind
+-- the one it was running never started either, and are requeued too.
 --
 -- Launchers make the workers: processes here; lmp.ThreadPool passes its
 -- own launcher to _new_pool. launcher(pool, index, child_fd, info) starts
@@ -90,6 +95,9 @@ function M._worker_main(fd, info)
     local msg = pickle.loads(payload)
     local op = msg[1]
     if op == "t" then
+      if msg[8] and not pcall(conn.send_frame, conn, FRAME, dumps({"s", msg[2], msg[3]})) then
+        break
+      end
       local results, n, err = run_chunk(fns[msg[4]], msg[6], msg[7], msg[5], who)
       local okd, out = pcall(dumps, {"r", msg[2], msg[3], n, results, err})
       if not okd then
@@ -301,18 +309,21 @@ end
 -- Returns false if the worker is gone (the chunk is then put back).
 function Pool:_send_chunk(w, ch)
   local job = ch.job
+  local ask = w.ninflight == 0
   local ok = pcall(function()
     if not w.fids[ch.fid] then
       self:_send(w, self.fn_payload[ch.fid])
       w.fids[ch.fid] = true
     end
-    self:_send(w, self._dumps({"t", job._id, ch.k, ch.fid, ch.first, ch.args, ch.star}, "args"))
+    self:_send(w, self._dumps({"t", job._id, ch.k, ch.fid, ch.first, ch.args, ch.star, ask}, "args"))
   end)
   if not ok then
     self.qhead = self.qhead - 1            -- it never reached a worker
     self.queue[self.qhead] = ch
     return false
   end
+  w.seq = (w.seq or 0) + 1
+  ch.wseq, ch.ask, ch.started = w.seq, ask, false
   w.inflight[job._id .. ":" .. ch.k] = ch
   w.ninflight = w.ninflight + 1
   job._sent = job._sent + 1
@@ -373,6 +384,7 @@ function Pool:_on_result(w, msg)
   local key = msg[2] .. ":" .. msg[3]
   local ch = w.inflight[key]
   if not ch then return end
+  if msg[1] == "s" then ch.started = true return end
   w.inflight[key] = nil
   w.ninflight = w.ninflight - 1
   local job = ch.job
@@ -402,7 +414,21 @@ function Pool:_on_death(w)
   w.conn:close()
   w.h.close()
   self.workers[w.index] = nil
-  for _, ch in pairs(w.inflight) do
+  -- The oldest chunk is the one the worker may have been running; the
+  -- others never started, nor did the oldest if it asked for "s" and got
+  -- none. Those go back to the front of the queue, in order.
+  local held = {}
+  for _, ch in pairs(w.inflight) do held[#held + 1] = ch end
+  table.sort(held, function(a, b) return a.wseq < b.wseq end)
+  local lost = held[1] and not (held[1].ask and not held[1].started) and held[1]
+  for i = #held, 1, -1 do
+    local ch = held[i]
+    if ch ~= lost and not ch.job._ready then
+      self.qhead = self.qhead - 1
+      self.queue[self.qhead] = ch
+    end
+  end
+  for _, ch in ipairs{lost or nil} do
     if not ch.job._ready then
       ch.job._on_chunk(ch.job, ch, nil, new_error("worker_lost", string.format(
         "worker %s (pid %s) died with exit code %s while running task %d",
