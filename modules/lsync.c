@@ -465,7 +465,10 @@ static void add_class(lua_State *L, int kind, lua_CFunction unpickle,
     {"name", s_name},
     {NULL, NULL}
   };
-  lmp_newclass(L, class_names[kind], meta, NULL);
+  luaL_newmetatable(L, class_names[kind]);    /* may exist: see luaopen */
+  luaL_setfuncs(L, meta, 0);
+  lua_pushstring(L, class_names[kind]);
+  lua_setfield(L, -2, "__name");
   lua_newtable(L);
   for (int i = 0; i < nup; i++) luaL_getmetatable(L, class_names[i]);
   luaL_setfuncs(L, methods, nup);
