@@ -218,6 +218,30 @@ describe("fork hygiene", function()
   end)
 end)
 
+describe("spawn and the main script's modules", function()
+  it("a spawn child can require a module next to the main script", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p " .. dir)
+    local f = io.open(dir .. "/mymod_for_spawn.lua", "w")
+    f:write("return {answer = function() return 42 end}\n")
+    f:close()
+    f = io.open(dir .. "/main.lua", "w")
+    f:write([[
+      local p = lmp.get_context("spawn").Process{target = function()
+        os.exit(require("mymod_for_spawn").answer())
+      end}
+      p:start(); p:join(20); print("exitcode", p.exitcode)
+    ]])
+    f:close()
+    -- run the script itself so that arg[0] names it
+    local out = io.popen("cd / && timeout 30 " .. H.shell_quote(H.lmp_bin) .. " "
+      .. H.shell_quote(dir .. "/main.lua") .. " 2>&1"):read("*a")
+    os.execute("rm -rf " .. dir)
+    assert.matches("exitcode\t42", out)
+  end)
+end)
+
 describe("process helpers", function()
   it("cpu_count is a positive integer", function()
     local n = lmp.cpu_count()

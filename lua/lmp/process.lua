@@ -202,6 +202,15 @@ function Process:_poll()
   end
 end
 
+-- package.path for a spawn child: the parent's, with the main script's
+-- directory first so the child can require the script's own modules.
+function M._spawn_path()
+  local script = rawget(_G, "arg") and arg[0]
+  local dir = type(script) == "string" and script:match("^(.*)/[^/]*$")
+  if not dir or package.path:find(dir .. "/?.lua", 1, true) then return package.path end
+  return dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
+end
+
 local function spawn_process(self)
   local pickle = require "lmp.pickle"
   local pipe = require "lmp.c.pipe"
@@ -211,7 +220,7 @@ local function spawn_process(self)
     target = self.target, args = self.args, name = self.name,
     daemon = self.daemon, authkey = M._authkey(),
     parent = {pid = me.pid, name = me.name},
-    path = package.path, cpath = package.cpath,
+    path = M._spawn_path(), cpath = package.cpath,
   }, {name = "process"})
   local fds = M._spawn_fds
   M._spawn_fds = nil
