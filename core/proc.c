@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "fd.h"
+#include "intr.h"
 #include "proc.h"
 
 static int open_pidfd(pid_t pid) {
@@ -32,6 +33,7 @@ static void child_setup(pid_t parent) {
     if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
+  lmp_intr_pending = 0;              /* the parent's pending Ctrl-C is not ours */
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent) _exit(1);   /* the parent died before prctl */
 }

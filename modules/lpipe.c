@@ -36,10 +36,27 @@ static conn *check_open(lua_State *L, int idx) {
   return c;
 }
 
-/* wrap(fd [, maxlen]) -> connection owning fd (made non-blocking). */
+/* The maxlen option: nil (1 GiB), a number, or a table's maxlen field. */
+static lua_Integer opt_maxlen(lua_State *L, int idx) {
+  lua_Integer maxlen = (lua_Integer)LMP_FRAME_MAX_DEFAULT;
+  if (lua_istable(L, idx)) {
+    lua_getfield(L, idx, "maxlen");
+    if (!lua_isnil(L, -1)) {
+      luaL_argcheck(L, lua_isnumber(L, -1), idx, "maxlen must be a number");
+      maxlen = lua_tointeger(L, -1);
+    }
+    lua_pop(L, 1);
+  } else if (!lua_isnoneornil(L, idx)) {
+    maxlen = luaL_checkinteger(L, idx);
+  }
+  return maxlen;
+}
+
+/* wrap(fd [, maxlen | {maxlen =}]) -> connection owning fd (made
+ * non-blocking and close-on-exec). */
 static int l_wrap(lua_State *L) {
   int fd = (int)luaL_checkinteger(L, 1);
-  lua_Integer maxlen = luaL_optinteger(L, 2, (lua_Integer)LMP_FRAME_MAX_DEFAULT);
+  lua_Integer maxlen = opt_maxlen(L, 2);
   conn *c;
   luaL_argcheck(L, fd >= 0, 1, "fd must be >= 0");
   luaL_argcheck(L, maxlen > 0 && maxlen <= 0xffffffffLL, 2,
@@ -93,6 +110,11 @@ static int conn_flush(lua_State *L) {
 
 static int conn_closed(lua_State *L) {
   lua_pushboolean(L, check_conn(L, 1)->fd < 0);
+  return 1;
+}
+
+static int conn_maxlen(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)check_conn(L, 1)->maxlen);
   return 1;
 }
 
@@ -299,6 +321,7 @@ int luaopen_lmp_c_pipe(lua_State *L) {
     {"detach", conn_detach},
     {"fileno", conn_fileno},
     {"flush", conn_flush},
+    {"maxlen", conn_maxlen},
     {"poll", conn_poll},
     {"queue_frame", conn_queue_frame},
     {"recv_frame", conn_recv_frame},

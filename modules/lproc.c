@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -25,12 +26,13 @@ static int push_pid_result(lua_State *L, pid_t pid, int pidfd,
   return 2;
 }
 
-/* fork() -> pid (0 in the child), pidfd or nil */
+/* fork([want_pidfd]) -> pid (0 in the child), and in the parent a pidfd
+ * (the caller owns it) when asked for and the kernel has them, else nil. */
 static int l_fork(lua_State *L) {
   int pidfd = -1;
   pid_t pid;
   fflush(NULL);                      /* no line printed twice */
-  pid = lmp_proc_fork(&pidfd);
+  pid = lmp_proc_fork(lua_toboolean(L, 1) ? &pidfd : NULL);
   return push_pid_result(L, pid, pidfd, "fork");
 }
 
@@ -126,6 +128,59 @@ static int l_close(lua_State *L) {
   return 0;
 }
 
+/* ---- fd guards: an fd closed when its guard is collected ---------------
+ * Process keeps its sentinel (a plain fd number, for poll loops) in a
+ * guard so that a Process dropped without close() leaks no pidfd, in Lua
+ * 5.1 and LuaJIT too (no __gc on tables there). */
+#define GUARD_MT "lmp.FdGuard"
+
+/* guard(fd) -> guard owning fd */
+static int l_guard(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  int *g = lua_newuserdatauv_compat(L, sizeof *g);
+  *g = -1;                           /* closed until set up (liolib) */
+  luaL_setmetatable(L, GUARD_MT);
+  *g = fd;
+  return 1;
+}
+
+/* guard:close(): closes the fd (once); __gc and __close share it. */
+static int guard_close(lua_State *L) {
+  int *g = luaL_checkudata(L, 1, GUARD_MT);
+  lmp_fd_close(*g);
+  *g = -1;
+  return 0;
+}
+
+static int guard_tostring(lua_State *L) {
+  int *g = luaL_checkudata(L, 1, GUARD_MT);
+  if (*g < 0) lua_pushliteral(L, "lmp.FdGuard (closed)");
+  else lua_pushfstring(L, "lmp.FdGuard (fd %d)", *g);
+  return 1;
+}
+
+/* signal(pidfd, pid, sig) -> true, or false and a message: through the
+ * pidfd when there is one (never hits a recycled pid), else kill(2). */
+static int l_signal(lua_State *L) {
+  int pidfd = (int)luaL_optinteger(L, 1, -1);
+  pid_t pid = (pid_t)luaL_checkinteger(L, 2);
+  int sig = (int)luaL_checkinteger(L, 3), r = -1;
+  luaL_argcheck(L, pid > 0, 2, "pid must be positive");
+#ifdef SYS_pidfd_send_signal
+  if (pidfd >= 0) {
+    r = (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+    if (r < 0 && errno != ENOSYS) goto fail;
+  }
+#endif
+  if (r < 0 && kill(pid, sig) < 0) goto fail;
+  lua_pushboolean(L, 1);
+  return 1;
+fail:
+  lua_pushboolean(L, 0);
+  lua_pushstring(L, strerror(errno));
+  return 2;
+}
+
 /* random_bytes(n) -> n bytes from libsodium's CSPRNG. */
 static int l_random_bytes(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
@@ -156,13 +211,27 @@ int luaopen_lmp_c_proc(lua_State *L) {
     {"fork", l_fork},
     {"getpid", l_getpid},
     {"getppid", l_getppid},
+    {"guard", l_guard},
     {"kill", l_kill},
     {"poll", l_poll},
     {"random_bytes", l_random_bytes},
     {"self_exe", l_self_exe},
+    {"signal", l_signal},
     {"spawn", l_spawn},
     {NULL, NULL}
   };
+  static const luaL_Reg guard_meta[] = {
+    {"__close", guard_close},
+    {"__gc", guard_close},
+    {"__tostring", guard_tostring},
+    {NULL, NULL}
+  };
+  static const luaL_Reg guard_methods[] = {
+    {"close", guard_close},
+    {NULL, NULL}
+  };
+  lmp_newclass(L, GUARD_MT, guard_meta, guard_methods);
+  lua_pop(L, 1);
   luaL_newlib(L, funcs);
   lua_pushinteger(L, SIGTERM);
   lua_setfield(L, -2, "SIGTERM");

@@ -101,15 +101,19 @@ describe("lmp.Pool", function()
   end)
 
   it("cancel drops a task that has not started", function()
+    -- a fresh pool: its workers hold 2 chunks each until they have been
+    -- timed (tiny tasks let a worker hold more ahead, see docs)
+    local fresh = lmp.Pool{processes = 2}
     local blockers = {}
-    for i = 1, 4 do blockers[i] = pool:apply_async(function() lmp.sleep(0.3) end) end
-    local r = pool:apply_async(function() return "ran" end)
+    for i = 1, 4 do blockers[i] = fresh:apply_async(function() lmp.sleep(0.3) end) end
+    local r = fresh:apply_async(function() return "ran" end)
     assert.is_true(r:cancel())
     local ok, e = pcall(r.get, r, 1)
     assert.is_false(ok)
     assert.is_true(lmp.is_error(e, "cancelled"))
     assert.is_false(blockers[1]:cancel())
     for i = 1, 4 do blockers[i]:get(10) end
+    fresh:terminate()
   end)
 
   it("poll(0) returns at once and fileno becomes readable with results", function()
@@ -119,6 +123,51 @@ describe("lmp.Pool", function()
     local r = pool:apply_async(function() return 1 end)
     assert.equal(1, #lmp.wait({pool:fileno()}, 10))
     assert.truthy(H.wait_until(function() pool:poll(0) return r:ready() end, 10))
+  end)
+
+  it("ships a function once and refers to it by id afterwards", function()
+    local f = function(x) return x + 1 end
+    pool:apply(f, {1})
+    local before = pool.next_fid
+    for i = 1, 50 do assert.equal(i + 1, pool:apply(f, {i})) end
+    assert.equal(before, pool.next_fid)
+  end)
+
+  it("many distinct closures in flight all run right", function()
+    local rs = {}
+    for i = 1, 150 do
+      rs[i] = pool:apply_async(function() return i * 2 end)
+    end
+    for i = 1, 150 do assert.equal(i * 2, rs[i]:get(10)) end
+  end)
+
+  it("map takes an options table and map results may hold nils", function()
+    local r = pool:map(function(x) if x % 2 == 0 then return x end end, range(6),
+                       {chunksize = 2, progress = true})
+    assert.equal(2, r[2]); assert.is_nil(r[3]); assert.equal(6, r[6])
+  end)
+
+  it("imap raises a failing item's error, and its timeout leaves the pool usable", function()
+    local it = pool:imap(function(x) if x == 3 then error("three") end return x end, range(5))
+    assert.equal(1, it()); assert.equal(2, it())
+    local ok, e = pcall(it)
+    assert.is_false(ok)
+    assert.is_true(lmp.is_error(e, "remote"))
+    assert.equal(3, e.index)
+    local slow = pool:imap_unordered(function(x) lmp.sleep(0.5) return x end, {1}, 1, 0.05)
+    ok, e = pcall(slow)
+    assert.is_false(ok)
+    assert.is_true(lmp.is_error(e, "timeout"))
+    assert.equal(7, pool:apply(function() return 7 end))
+  end)
+
+  it("_poll_all and _fileno_all drive every pool from one fd", function()
+    local M = require "lmp.pool"
+    local fd = M._fileno_all()
+    local r = pool:apply_async(function() return "x" end)
+    assert.equal(1, #lmp.wait({fd}, 10))
+    assert.truthy(H.wait_until(function() M._poll_all(0) return r:ready() end, 10))
+    assert.equal("x", r:get(0))
   end)
 
   it("binary codec gives the same results", function()
@@ -185,6 +234,26 @@ describe("lmp.Pool never hangs", function()
     local t0 = lmp.time()
     assert.is_true(pool:join(10))
     assert.is_true(lmp.time() - t0 < 5)
+  end)
+
+  it("every worker killed at once: replacements start cleanly and work goes on", function()
+    local r = H.run_lmp([[
+      local pool = lmp.Pool{processes = 3}
+      local busy = pool:apply_async(function() lmp.sleep(30) end)
+      lmp.sleep(0.2)
+      for _, w in pairs(pool.workers) do os.execute("kill -9 " .. w.h.pid) end
+      local ok, e = pcall(busy.get, busy, 10)
+      assert(not ok and lmp.is_error(e, "worker_lost"), tostring(e))
+      for _ = 1, 3 do
+        assert(#pool:map(function(x) return x end, {1, 2, 3, 4, 5, 6}, 1) == 6)
+      end
+      pool:close()
+      assert(pool:join(10))
+      print("ok")
+    ]], {timeout = 30})
+    assert.equal(0, r.code, r.err)
+    assert.equal("ok\n", r.out)
+    assert.equal("", r.err)
   end)
 
   it("SIGINT during map stops and reaps every worker; the script exits 130", function()
@@ -282,6 +351,38 @@ describe("lmp.Pool life cycle", function()
     for pid in r.out:gmatch("%d+") do
       assert.truthy(H.wait_until(function() return not alive(tonumber(pid)) end, 5))
     end
+  end)
+
+  it("a pool that is garbage-collected terminates its workers", function()
+    local pids = {}
+    do
+      local p = lmp.Pool{processes = 2}
+      for _, w in pairs(p.workers) do pids[#pids + 1] = w.h.pid end
+    end
+    assert.truthy(H.wait_until(function()
+      collectgarbage(); collectgarbage()
+      return not alive(pids[1]) and not alive(pids[2])
+    end, 10))
+  end)
+
+  it("_new_pool takes a launcher of its own (the ThreadPool hook)", function()
+    local M = require "lmp.pool"
+    local launched = {}
+    local pool = M._new_pool({processes = 2}, function(index, child_fd, info)
+      local p = lmp.Process{target = M._worker_main, args = {child_fd, info},
+                            name = "Custom-" .. index, daemon = true}
+      p:start()
+      require("lmp.c.proc").close(child_fd)
+      launched[#launched + 1] = index
+      return {sentinel = p.sentinel, name = p.name, pid = p.pid,
+              kill = function() p:kill() end,
+              exit_status = function() return p.exitcode end,
+              join = function(t) return p:join(t) end}
+    end)
+    assert.same({1, 2}, launched)
+    assert.same({2, 3}, pool:map(function(x) return x + 1 end, {1, 2}))
+    pool:close()
+    assert.is_true(pool:join(10))
   end)
 
   it("a spawn-context pool runs closures too", function()

@@ -53,14 +53,21 @@ end
 
 -- Connections passed to a spawned child travel by fd (inherited at the
 -- same number); to a forked child they are simply inherited.
+-- Elsewhere (a queue, another pipe) an fd number would mean nothing to
+-- the receiver, so pickling a connection is refused there.
 mt.__pickle = function(self)
-  local P = require "lmp.process"
+  local P = package.loaded["lmp.process"]
+  local fds = type(P) == "table" and P._spawn_fds
+  if not fds then
+    error("a Connection can only be pickled as an argument of a spawned "
+      .. "Process (it travels by fd)", 0)
+  end
   local fd = self:fileno()
-  if P._spawn_fds then P._spawn_fds[#P._spawn_fds + 1] = fd end
-  return {fd = fd, codec = codec_of[self]}
+  fds[#fds + 1] = fd
+  return {fd = fd, codec = codec_of[self], maxlen = self:maxlen()}
 end
 mt.__unpickle = function(state)
-  local c = C.wrap(state.fd)
+  local c = C.wrap(state.fd, state.maxlen)
   codec_of[c] = state.codec
   return c
 end
@@ -76,7 +83,10 @@ end
 --- Connection(fd [, {maxlen=, codec=}]) wraps a connected stream fd.
 function M.Connection(fd, opts)
   opts = opts or {}
-  local c = C.wrap(fd, opts.maxlen)
+  if type(fd) ~= "number" then
+    error("bad argument #1 to 'Connection' (fd expected, got " .. type(fd) .. ")", 2)
+  end
+  local c = C.wrap(fd, opts)
   codec_of[c] = check_codec(opts.codec)
   return c
 end
@@ -98,9 +108,13 @@ end
 
 local function fd_of(x)
   if type(x) == "number" then return x end
-  if type(x) == "table" and x.sentinel then return x.sentinel end
-  if type(x) == "userdata" and x.fileno then return x:fileno() end
-  error("lmp.wait: cannot wait on a " .. type(x), 3)
+  if type(x) == "table" and rawget(x, "sentinel") then return x.sentinel end
+  if type(x) == "table" and x.start then
+    error("bad argument #1 to 'wait' (a process that is not started or is closed)", 3)
+  end
+  if getmetatable(x) == mt then return x:fileno() end
+  error("bad argument #1 to 'wait' (connections, processes or fds expected, got "
+    .. type(x) .. ")", 3)
 end
 
 --- wait(list, timeout) -> the connections, processes or fds ready now
