@@ -1,0 +1,208 @@
+--- lmp.redis_scripts: the server-side Lua scripts of lmp.RedisPool.
+--
+-- Each runs atomically in Redis (EVALSHA; loaded again after NOSCRIPT).
+-- Keys of one queue share the hash tag {queue}: lmp:{q}:tasks (stream,
+-- consumer group "lmp"), lmp:{q}:dead (dead letters), lmp:{q}:err (last
+-- error per entry), lmp:{q}:cfg, lmp:{q}:workers (zset: consumer ->
+-- expiry ms), lmp:{q}:winfo, lmp:{q}:r:<task id> (results),
+-- lmp:{q}:n:<caller> (the caller's list of finished task ids).
+--
+-- An attempt token is (consumer, delivery count) as the consumer group's
+-- pending entries list records it: XAUTOCLAIM (without JUSTID) moves an
+-- entry to a new consumer and counts a delivery, so a worker whose task
+-- was reclaimed no longer holds the token, and COMMIT / FAIL / HEARTBEAT
+-- from it change nothing (the stale result is dropped).
+--
+-- Result values: "O"..pickled results, "E"..pickled error (the task
+-- raised), "D"..deliveries.."\n"..text (dead letter: worker lost),
+-- "X"..deliveries.."\n"..pickled error (dead letter: raised every time).
+local S = {}
+
+-- Shared prelude: token check, entry fields, dead-lettering.
+local prelude = [==[
+local function owns(tasks, g, me, id, d)
+  local p = redis.call('XPENDING', tasks, g, id, id, 1)[1]
+  return p and p[2] == me and tonumber(p[4]) == tonumber(d)
+end
+local function fields(f)
+  local t = {}
+  for i = 1, #f, 2 do t[f[i]] = f[i + 1] end
+  return t
+end
+local function finish(prefix, t, value)
+  local ttl = tonumber(t.ttl) or 3600000
+  redis.call('SET', prefix .. 'r:' .. t.t, value, 'PX', ttl)
+  if t.n and t.n ~= '' then
+    redis.call('RPUSH', t.n, t.t)
+    redis.call('PEXPIRE', t.n, ttl)
+  end
+end
+local function retire(tasks, errs, g, id)
+  redis.call('XACK', tasks, g, id)
+  redis.call('XDEL', tasks, id)
+  redis.call('HDEL', errs, id, id .. ':p')
+end
+local function deadletter(tasks, dead, errs, prefix, g, id, t, deliveries)
+  local text = redis.call('HGET', errs, id) or
+    'the worker holding it stopped without a result'
+  local perr = redis.call('HGET', errs, id .. ':p')
+  redis.call('XADD', dead, 'MAXLEN', '~', 100000, '*', 't', t.t, 'id', id,
+    'n', t.n or '', 'deliveries', deliveries, 'error', text,
+    'f', t.f or '', 'a', t.a or '', 'c', t.c or '1', 's', t.s or '0')
+  if perr then
+    finish(prefix, t, 'X' .. deliveries .. '\n' .. perr)
+  else
+    finish(prefix, t, 'D' .. deliveries .. '\n' .. text)
+  end
+  retire(tasks, errs, g, id)
+end
+]==]
+
+--- FETCH: KEYS tasks, dead, err; ARGV group, consumer, min_idle_ms,
+-- count, cursor, read_new (0/1), prefix.
+-- Reclaims entries idle for min_idle_ms (counting the delivery), dead-
+-- letters those past their max deliveries, then reads new entries.
+-- Returns {next_cursor, {id, deliveries, field list}...}.
+S.fetch = prelude .. [==[
+local tasks, dead, errs = KEYS[1], KEYS[2], KEYS[3]
+local g, me, idle, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local prefix = ARGV[7]
+local out = {'0-0'}
+local r = redis.call('XAUTOCLAIM', tasks, g, me, idle, ARGV[5], 'COUNT', count)
+out[1] = r[1]
+for _, e in ipairs(r[2]) do
+  if e and e[2] then
+    local id = e[1]
+    local t = fields(e[2])
+    local p = redis.call('XPENDING', tasks, g, id, id, 1)[1]
+    local d = tonumber(p[4])
+    if d > (tonumber(t.m) or 3) then
+      deadletter(tasks, dead, errs, prefix, g, id, t, d - 1)
+    else
+      out[#out + 1] = {id, d, e[2]}
+    end
+  end
+end
+if ARGV[6] == '1' and #out - 1 < count then
+  local rr = redis.call('XREADGROUP', 'GROUP', g, me, 'COUNT', count - #out + 1,
+    'STREAMS', tasks, '>')
+  if rr then
+    for _, e in ipairs(rr[1][2]) do out[#out + 1] = {e[1], 1, e[2]} end
+  end
+end
+return out
+]==]
+
+--- COMMIT: KEYS tasks, err; ARGV group, consumer, prefix, then for each
+-- result: id, deliveries, task id, notify key, ttl ms, value.
+-- Returns one 1 (committed) or 0 (stale: discarded) per result.
+S.commit = prelude .. [==[
+local tasks, errs = KEYS[1], KEYS[2]
+local g, me, prefix = ARGV[1], ARGV[2], ARGV[3]
+local out = {}
+for i = 4, #ARGV, 6 do
+  local id, d = ARGV[i], ARGV[i + 1]
+  if owns(tasks, g, me, id, d) then
+    finish(prefix, {t = ARGV[i + 2], n = ARGV[i + 3], ttl = ARGV[i + 4]},
+      ARGV[i + 5])
+    retire(tasks, errs, g, id)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+]==]
+
+--- FAIL: KEYS tasks, dead, err; ARGV group, consumer, prefix, id,
+-- deliveries, error text, pickled error ('' if none), final (0/1).
+-- Records the error; dead-letters the entry when it has had its
+-- deliveries (or final), else makes it at once reclaimable.
+-- Returns 'dead', 'retry' or 'stale'.
+S.fail = prelude .. [==[
+local tasks, dead, errs = KEYS[1], KEYS[2], KEYS[3]
+local g, me, prefix, id, d = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if not owns(tasks, g, me, id, d) then return 'stale' end
+redis.call('HSET', errs, id, ARGV[6])
+if ARGV[7] ~= '' then redis.call('HSET', errs, id .. ':p', ARGV[7])
+else redis.call('HDEL', errs, id .. ':p') end
+local e = redis.call('XRANGE', tasks, id, id)[1]
+if not e then return 'stale' end
+local t = fields(e[2])
+if ARGV[8] == '1' or tonumber(d) >= (tonumber(t.m) or 3) then
+  deadletter(tasks, dead, errs, prefix, g, id, t, d)
+  return 'dead'
+end
+redis.call('XCLAIM', tasks, g, me, 0, id, 'IDLE', 1000000000, 'JUSTID')
+return 'retry'
+]==]
+
+--- HEARTBEAT: KEYS tasks, workers, winfo; ARGV group, consumer,
+-- expire_ms, info, then id, deliveries pairs. Registers the worker as
+-- live and resets the idle time of the entries it still owns (XCLAIM
+-- JUSTID does not count a delivery). Returns 1/0 per entry (0: lost).
+S.heartbeat = prelude .. [==[
+local tasks, workers, winfo = KEYS[1], KEYS[2], KEYS[3]
+local g, me = ARGV[1], ARGV[2]
+local tm = redis.call('TIME')
+local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', workers, '-inf', now)
+if ARGV[3] ~= '0' then
+  redis.call('ZADD', workers, now + tonumber(ARGV[3]), me)
+  redis.call('HSET', winfo, me, ARGV[4])
+else
+  redis.call('ZREM', workers, me)
+  redis.call('HDEL', winfo, me)
+end
+local out = {}
+for i = 5, #ARGV, 2 do
+  if owns(tasks, g, me, ARGV[i], ARGV[i + 1]) then
+    redis.call('XCLAIM', tasks, g, me, 0, ARGV[i], 'JUSTID')
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+local infos = redis.call('HKEYS', winfo)
+for _, w in ipairs(infos) do
+  if not redis.call('ZSCORE', workers, w) then redis.call('HDEL', winfo, w) end
+end
+return out
+]==]
+
+--- COLLECT: KEYS notify; ARGV prefix, count, extra task ids...
+-- Pops up to count finished task ids (plus the extra ones) and takes
+-- their results. Returns {tid, value or false, ...}.
+S.collect = [==[
+local notify, prefix, count = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local ids = redis.call('LPOP', notify, count) or {}
+for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
+local out = {}
+for _, tid in ipairs(ids) do
+  out[#out + 1] = tid
+  out[#out + 1] = redis.call('GETDEL', prefix .. 'r:' .. tid)
+end
+return out
+]==]
+
+--- STATS: KEYS tasks, dead, workers, winfo; ARGV group.
+-- Returns {length, pending, dead, now_ms, {consumer, expiry, info}...}.
+S.stats = [==[
+local tasks, dead, workers, winfo = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local tm = redis.call('TIME')
+local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
+local len = redis.call('EXISTS', tasks) == 1 and redis.call('XLEN', tasks) or 0
+local pending = 0
+if len > 0 or redis.call('EXISTS', tasks) == 1 then
+  local ok, p = pcall(redis.call, 'XPENDING', tasks, ARGV[1])
+  if ok and type(p) == 'table' then pending = tonumber(p[1]) or 0 end
+end
+local out = {len, pending, redis.call('XLEN', dead), now}
+local ws = redis.call('ZRANGEBYSCORE', workers, now, '+inf', 'WITHSCORES')
+for i = 1, #ws, 2 do
+  out[#out + 1] = {ws[i], ws[i + 1], redis.call('HGET', winfo, ws[i]) or ''}
+end
+return out
+]==]
+
+return S

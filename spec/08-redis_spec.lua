@@ -1,0 +1,384 @@
+-- lmp.RedisPool and `lmp worker`: at-least-once tasks over Redis streams,
+-- each test against a redis-server of its own (spec/helpers/redis.lua).
+local lmp = require "lmp"
+local H = require "helper"
+local RH = require "helpers.redis"
+local RM = require "lmp.redis"
+
+local function range(n)
+  local t = {}
+  for i = 1, n do t[i] = i end
+  return t
+end
+
+local function err_of(f, ...)
+  local ok, e = pcall(f, ...)
+  assert.is_false(ok)
+  return e
+end
+
+describe("lmp.RedisPool", function()
+  local srv, workers = nil, {}
+  local function worker(queue, opts)
+    local w = RH.worker(srv, queue, opts)
+    workers[#workers + 1] = w
+    return w
+  end
+  setup(function() srv = RH.start() end)
+  teardown(function() srv:stop() end)
+  after_each(function()
+    for _, w in ipairs(workers) do RH.stop_worker(w) end
+    workers = {}
+  end)
+
+  describe("connecting", function()
+    it("refuses a bad URL with a message naming it", function()
+      local e = err_of(lmp.RedisPool, {url = "http://localhost:6379", queue = "q"})
+      assert.matches("bad Redis URL 'http://localhost:6379'", tostring(e), 1, true)
+      e = err_of(lmp.RedisPool, {url = "redis://host:99999/0", queue = "q"})
+      assert.matches("bad host or port", tostring(e), 1, true)
+    end)
+
+    it("parses redis:// and unix:// URLs", function()
+      local R = require "lmp.c.redis"
+      local u = R.parse_url("redis://us%40er:p%3Aw@[::1]:7000/3")
+      assert.equal("::1", u.host)
+      assert.equal(7000, u.port)
+      assert.equal("us@er", u.user)
+      assert.equal("p:w", u.password)
+      assert.equal(3, u.db)
+      u = R.parse_url("redis://:pw@example.org")
+      assert.equal("example.org", u.host)
+      assert.equal(6379, u.port)
+      assert.equal("", u.user)
+      assert.equal("pw", u.password)
+      assert.equal(0, u.db)
+      u = R.parse_url("unix:///run/redis.sock?db=2")
+      assert.equal("/run/redis.sock", u.path)
+      assert.equal(2, u.db)
+      for _, bad in ipairs({"redis://", "redis://h:0", "redis://h/x", "rediss://h",
+                            "redis://u@h", "redis://:%zz@h", "unix://rel"}) do
+        assert.is_false(pcall(R.parse_url, bad), bad)
+      end
+    end)
+
+    it("raises auth for a wrong password, quickly", function()
+      local s2 = RH.start{password = "s3cret"}
+      local t0 = lmp.time()
+      local url = s2.url:gsub("s3cret", "wrong")
+      local e = err_of(lmp.RedisPool, {url = url, queue = "q", timeout = 2})
+      assert.is_true(lmp.is_error(e, "auth"))
+      assert.matches("refused the credentials", e.message, 1, true)
+      e = err_of(lmp.RedisPool, {url = url:gsub(":wrong@", ""), queue = "q", timeout = 2})
+      assert.is_true(lmp.is_error(e, "auth"))
+      assert.matches("NOAUTH", e.message, 1, true)
+      local p = lmp.RedisPool{url = s2.url, queue = "q", timeout = 2}
+      p:terminate()
+      assert.is_true(lmp.time() - t0 < 3)
+      s2:stop()
+    end)
+
+    it("raises a clear error within the timeout when Redis is down", function()
+      local port = H.free_port()
+      local t0 = lmp.time()
+      local e = err_of(lmp.RedisPool, {url = "redis://127.0.0.1:" .. port .. "/0",
+                                       queue = "q", timeout = 1})
+      assert.is_true(lmp.is_error(e, "os"))
+      assert.matches("cannot connect to Redis at 127.0.0.1:" .. port, e.message, 1, true)
+      assert.matches("refused", e.message, 1, true)
+      assert.is_true(lmp.time() - t0 < 2)
+    end)
+
+    it("refuses a connection used in a forked child", function()
+      local r = H.run_lmp(string.format([[
+        local R = require "lmp.c.redis"
+        local c = R.connect(%q)
+        local P = require "lmp.process"
+        local pid = P._fork()
+        if pid == 0 then
+          local ok, e = pcall(c.call, c, "PING")
+          io.write(tostring(ok), " ", tostring(e and e.kind), " ", tostring(e and e.message), "\n")
+          P._exit(0)
+        end
+        lmp.sleep(0.01)
+        for _ = 1, 500 do if #lmp.active_children() == 0 then break end lmp.sleep(0.01) end
+        print(c:call("PING"))
+      ]], srv.url), {timeout = 20})
+      assert.equal(0, r.code, r.err)
+      assert.matches("false closed Redis connection was opened by process %d+", r.out)
+      assert.matches("PONG", r.out, 1, true)
+    end)
+  end)
+
+  describe("with workers", function()
+    it("has Pool's methods: apply, map, starmap, imap, callbacks", function()
+      worker("api", {concurrency = 2})
+      local pool = lmp.RedisPool{url = srv.url, queue = "api", visibility_timeout = 5}
+      local k = 10
+      assert.equal(13, pool:apply(function(a, b) return a + b + k end, {1, 2}))
+      local r = pool:map(function(x) return x * x end, range(50), 7)
+      assert.equal(50, #r)
+      for i = 1, 50 do assert.equal(i * i, r[i]) end
+      assert.same({3, 7}, pool:starmap(function(a, b) return a + b end, {{1, 2}, {3, 4}}))
+      local got = {}
+      for v in pool:imap(function(x) return x + 1 end, range(20), 3, 10) do got[#got + 1] = v end
+      assert.same((function() local t = {} for i = 1, 20 do t[i] = i + 1 end return t end)(), got)
+      local sum = 0
+      for v in pool:imap_unordered(function(x) return x end, range(30)) do sum = sum + v end
+      assert.equal(465, sum)
+      local cb, ecb
+      local a = pool:apply_async(function() return "yes" end, {}, {callback = function(v) cb = v end})
+      local b = pool:apply_async(function() error("no!") end, {}, {error_callback = function(e) ecb = e end})
+      assert.equal("yes", a:get(10))
+      assert.is_true(b:wait(10))
+      assert.is_false(b:successful())
+      assert.equal("yes", cb)
+      assert.is_true(lmp.is_error(ecb, "remote"))
+      assert.matches("no!", ecb.message, 1, true)
+      assert.matches("stack traceback", ecb.traceback, 1, true)
+      local e = err_of(b.get, b, 0)
+      assert.equal(ecb, e)
+      pool:close()
+      assert.is_true(pool:join(10))
+    end)
+
+    it("refuses oversized tasks at submit and oversized results", function()
+      worker("big")
+      local pool = lmp.RedisPool{url = srv.url, queue = "big", max_task_size = 1000,
+                                 max_result_size = 1000}
+      local e = err_of(pool.apply_async, pool, function(s) return #s end, {string.rep("x", 2000)})
+      assert.is_true(lmp.is_error(e, "full"))
+      assert.matches("over the RedisPool's max_task_size (1000 bytes)", e.message, 1, true)
+      assert.equal(0, pool.npending)
+      e = err_of(pool.apply, pool, function() return string.rep("y", 5000) end)
+      assert.is_true(lmp.is_error(e, "full"))
+      assert.matches("over max_result_size (1000 bytes)", e.message, 1, true)
+      assert.equal(5, pool:apply(function(s) return #s end, {"hello"}))
+      pool:terminate()
+    end)
+
+    it("delivers 10,000 tasks through 3 workers exactly once", function()
+      for _ = 1, 3 do worker("many", {args = "--prefetch 16"}) end
+      local pool = lmp.RedisPool{url = srv.url, queue = "many"}
+      local n = 10000
+      local seen, count = {}, 0
+      local t0 = lmp.time()
+      local job = pool:map_async(function(x) return x * 2 end, range(n), 1)
+      local r = job:get(60)
+      assert.equal(n, #r)
+      for i = 1, n do
+        if r[i] == i * 2 then count = count + 1 end
+      end
+      assert.equal(n, count)
+      -- callbacks: each result reaches the caller once
+      local calls = 0
+      for i = 1, 300 do
+        pool:apply_async(function(x) return x end, {i}, {callback = function(v)
+          seen[v] = (seen[v] or 0) + 1
+          calls = calls + 1
+        end})
+      end
+      pool:close()
+      assert.is_true(pool:join(30))
+      assert.equal(300, calls)
+      for i = 1, 300 do assert.equal(1, seen[i]) end
+      local dt = lmp.time() - t0
+      io.stderr:write(string.format("[10k tasks via Redis, 3 workers: %.2fs]\n", dt))
+      local s = RM.stats(srv:client(), "many")
+      assert.equal(0, s.length)
+      assert.equal(0, s.pending)
+      assert.equal(3, #s.workers)
+    end)
+
+    it("redelivers the task of a SIGKILLed worker after the visibility timeout", function()
+      local dir = RH.sh("mktemp -d"):gsub("%s+$", "")
+      local w1 = worker("kill")
+      local pool = lmp.RedisPool{url = srv.url, queue = "kill", visibility_timeout = 1}
+      local r = pool:apply_async(function(path)
+        local f = io.open(path .. "/" .. require("lmp").current_process().pid, "w")
+        f:close()
+        require("lmp").sleep(0.3)
+        return "done"
+      end, {dir})
+      assert.truthy(H.wait_until(function() return RH.sh("ls " .. dir) ~= "" end, 10))
+      RH.stop_worker(w1, "KILL")
+      local t_kill = lmp.time()
+      worker("kill")
+      assert.equal("done", r:get(20))
+      local dt = lmp.time() - t_kill
+      io.stderr:write(string.format("[redelivered after SIGKILL in %.2fs, visibility 1s]\n", dt))
+      assert.is_true(dt >= 0.9)
+      local ran = 0
+      for _ in RH.sh("ls " .. dir):gmatch("%d+") do ran = ran + 1 end
+      assert.equal(2, ran)
+      RH.sh("rm -rf " .. dir)
+      pool:terminate()
+    end)
+
+    it("does not duplicate a slow task whose worker heartbeats", function()
+      local log = os.tmpname()
+      worker("slow") worker("slow")
+      local pool = lmp.RedisPool{url = srv.url, queue = "slow", visibility_timeout = 0.4}
+      local r = pool:apply_async(function(path)
+        local f = io.open(path, "a") f:write("run\n") f:close()
+        require("lmp").sleep(1.5)
+        return "slow done"
+      end, {log})
+      assert.equal("slow done", r:get(20))
+      assert.equal(1, RH.count_lines(log))
+      os.remove(log)
+      pool:terminate()
+    end)
+
+    it("dead-letters a poison task after max_retries with its error", function()
+      worker("poison", {concurrency = 2})
+      local pool = lmp.RedisPool{url = srv.url, queue = "poison", max_retries = 2,
+                                 visibility_timeout = 5}
+      local r = pool:apply_async(function() os.exit(7) end)
+      local e = err_of(r.get, r, 20)
+      assert.is_true(lmp.is_error(e, "worker_lost"))
+      assert.is_true(e.dead_letter)
+      assert.equal(2, e.deliveries)
+      assert.matches("dead%-lettered", e.message)
+      local dl = pool:dead_letters()
+      assert.equal(1, #dl)
+      assert.equal(r.id, dl[1].task)
+      assert.equal(2, dl[1].deliveries)
+      assert.matches("exit code 7", dl[1].error, 1, true)
+      -- a task that raises, with retry_errors: remote, with the traceback
+      local p2 = lmp.RedisPool{url = srv.url, queue = "poison", max_retries = 3, retry_errors = true}
+      local r2 = p2:apply_async(function() error("always fails") end)
+      e = err_of(r2.get, r2, 20)
+      assert.is_true(lmp.is_error(e, "remote"))
+      assert.equal(3, e.deliveries)
+      assert.matches("always fails", e.message, 1, true)
+      assert.matches("stack traceback", e.traceback, 1, true)
+      assert.equal(2, #pool:dead_letters())
+      local s = pool:stats()
+      assert.equal(2, s.dead)
+      assert.equal(0, s.pending)
+      pool:terminate() p2:terminate()
+    end)
+
+    it("lets a restarted master reattach to a result by task id", function()
+      local pool = lmp.RedisPool{url = srv.url, queue = "re"}
+      local id = pool:apply_async(function() return 42 end).id
+      pool:terminate()
+      worker("re")
+      local p2 = lmp.RedisPool{url = srv.url, queue = "re"}
+      assert.equal(42, p2:result(id):get(10))
+      p2:terminate()
+    end)
+
+    it("drains on SIGTERM and lists live workers", function()
+      local w = worker("drain", {concurrency = 1})
+      local pool = lmp.RedisPool{url = srv.url, queue = "drain"}
+      local r = pool:apply_async(function() require("lmp").sleep(0.6) return "drained" end)
+      assert.truthy(H.wait_until(function() return pool:stats().pending == 1 end, 10))
+      local out = RH.sh(string.format("%s workers --redis %s --queue drain", H.lmp_bin, srv.url))
+      assert.matches("1 live worker", out, 1, true)
+      assert.matches("1 pending", out, 1, true)
+      RH.sh("kill -TERM " .. w.pid)
+      assert.equal("drained", r:get(10))
+      assert.truthy(H.wait_until(function() return not RH.alive(w.pid) end, 10))
+      local log = RH.stop_worker(w)
+      assert.matches("draining", log, 1, true)
+      assert.matches("stopped: 1 task", log, 1, true)
+      out = RH.sh(string.format("%s workers --redis %s --queue drain", H.lmp_bin, srv.url))
+      assert.matches("0 live worker", out, 1, true)
+      pool:terminate()
+    end)
+
+    it("exits 2 with usage on bad worker arguments", function()
+      local out = RH.sh(H.lmp_bin .. " worker --queue x 2>&1; echo rc=$?")
+      assert.matches("--redis URL is required", out, 1, true)
+      assert.matches("rc=2", out, 1, true)
+    end)
+  end)
+
+  describe("its scripts", function()
+    local S
+    local K = RM._keys("scripts")
+    local function add(cl, tid, max)
+      return cl:call("XADD", K.tasks, "*", "t", tid, "n", "", "m", max or 3, "ttl", 60000,
+        "f", "", "a", "", "c", 1, "s", 0)
+    end
+    before_each(function()
+      S = srv:client()
+      S:call("DEL", K.tasks, K.dead, K.err)
+      RM._ensure_group(S, K)
+    end)
+
+    it("discard a result from a worker whose delivery was reclaimed", function()
+      local id = add(S, "t1")
+      local a = S:eval("fetch", {K.tasks, K.dead, K.err}, {"lmp", "A", 0, 1, "0-0", 1, K.prefix})
+      assert.equal(id, a[2][1])
+      assert.equal(1, a[2][2])
+      local b = S:eval("fetch", {K.tasks, K.dead, K.err}, {"lmp", "B", 0, 1, "0-0", 0, K.prefix})
+      assert.equal(id, b[2][1])
+      assert.equal(2, b[2][2])                       -- the reclaim counted a delivery
+      local r = S:eval("commit", {K.tasks, K.err}, {"lmp", "A", K.prefix, id, 1, "t1", "", 60000, "Ostale"})
+      assert.same({0}, r)
+      assert.equal("stale", S:eval("fail", {K.tasks, K.dead, K.err},
+        {"lmp", "A", K.prefix, id, 1, "late", "", 0}))
+      assert.same({0}, S:eval("heartbeat", {K.tasks, K.workers, K.winfo}, {"lmp", "A", 1000, "", id, 1}))
+      r = S:eval("commit", {K.tasks, K.err}, {"lmp", "B", K.prefix, id, 2, "t1", "", 60000, "Ofresh"})
+      assert.same({1}, r)
+      assert.equal("Ofresh", S:call("GET", K.prefix .. "r:t1"))
+      assert.equal(0, S:call("XLEN", K.tasks))
+    end)
+
+    it("count reclaims and dead-letter past the limit", function()
+      local id = add(S, "t2", 2)
+      S:eval("fetch", {K.tasks, K.dead, K.err}, {"lmp", "A", 0, 1, "0-0", 1, K.prefix})
+      local b = S:eval("fetch", {K.tasks, K.dead, K.err}, {"lmp", "B", 0, 1, "0-0", 0, K.prefix})
+      assert.equal(2, b[2][2])
+      local c = S:eval("fetch", {K.tasks, K.dead, K.err}, {"lmp", "C", 0, 1, "0-0", 0, K.prefix})
+      assert.equal(1, #c)                            -- nothing handed out: dead
+      assert.equal(1, S:call("XLEN", K.dead))
+      local v = S:call("GET", K.prefix .. "r:t2")
+      local ok, e = RM._decode_result("t2", v)
+      assert.is_false(ok)
+      assert.is_true(lmp.is_error(e, "worker_lost"))
+      assert.equal(2, e.deliveries)
+      assert.equal(0, S:call("XLEN", K.tasks))
+      assert.is_nil(id:match("x"))
+    end)
+  end)
+
+  describe("when redis-server restarts", function()
+    it("reconnects with backoff and loses no task (AOF on)", function()
+      local s2 = RH.start{aof = true}
+      local saved = srv
+      srv = s2
+      local ok, err = pcall(function()
+        worker("restart", {concurrency = 2}) worker("restart", {concurrency = 2})
+        local pool = lmp.RedisPool{url = s2.url, queue = "restart", visibility_timeout = 2,
+                                   reconnect_timeout = 20}
+        local n, calls, seen = 400, 0, {}
+        local jobs = {}
+        for i = 1, n do
+          jobs[i] = pool:apply_async(function(x) require("lmp").sleep(0.005) return x end, {i},
+            {callback = function(v) seen[v] = (seen[v] or 0) + 1 calls = calls + 1 end})
+        end
+        assert.truthy(H.wait_until(function() pool:poll(0.01) return calls >= 50 end, 20))
+        s2:kill("KILL")
+        lmp.sleep(0.3)
+        s2:restart()
+        for i = 1, n do assert.equal(i, jobs[i]:get(30)) end
+        assert.equal(n, calls)
+        for i = 1, n do assert.equal(1, seen[i]) end
+        assert.is_true(pool.cl.reconnects >= 1)
+        local logs = RH.read_file(workers[1].log) .. RH.read_file(workers[2].log)
+        assert.matches("lost Redis", logs, 1, true)
+        assert.matches("reconnected to Redis", logs, 1, true)
+        pool:terminate()
+      end)
+      srv = saved
+      for _, w in ipairs(workers) do RH.stop_worker(w) end
+      workers = {}
+      s2:stop()
+      assert(ok, err)
+    end)
+  end)
+end)
