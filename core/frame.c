@@ -1,6 +1,7 @@
 /* frame.c -- length-prefixed frames (see frame.h). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,14 @@ int lmp_frame_send(int fd, int type, int flags, const void *payload,
   msg.msg_iov = iov;
   msg.msg_iovlen = len ? 2 : 1;
   do r = sendmsg(fd, &msg, MSG_NOSIGNAL); while (r < 0 && errno == EINTR);
+  if (r < 0 && errno == ENOTSOCK && total <= PIPE_BUF) {
+    /* A pipe: one write of at most PIPE_BUF bytes is atomic, so a reader
+     * woken by the header never waits for the rest of a small frame. */
+    char buf[PIPE_BUF];
+    memcpy(buf, hdr, LMP_FRAME_HDR_SIZE);
+    if (len) memcpy(buf + LMP_FRAME_HDR_SIZE, payload, len);
+    return lmp_fd_write_full(fd, buf, total, deadline);
+  }
   if (r < 0 && errno == ENOTSOCK) r = 0;           /* a pipe: write below */
   else if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
     return errno == ECONNRESET ? -EPIPE : -errno;

@@ -30,7 +30,7 @@ local where = {
   BoundedSemaphore = "lmp.sync", Event = "lmp.sync", Condition = "lmp.sync",
   Barrier = "lmp.sync",
   Value = "lmp.shm", Array = "lmp.shm", shared_memory = "lmp.shm",
-  Manager = "lmp.manager", BaseManager = "lmp.manager",
+  Manager = "lmp.manager", BaseManager = "lmp.manager", manager_types = "lmp.manager_types",
   RedisPool = "lmp.redis",
   ThreadPool = "lmp.thread", threadlocal = "lmp.thread",
   fork_processes = "lmp.prefork", task_id = "lmp.prefork",

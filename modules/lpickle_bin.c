@@ -930,9 +930,9 @@ static void dec_module(bdec *d) {
 static void dec_class(bdec *d) {
   lua_State *L = d->L;
   dec_name(d);
-  if (d->classes) {
+  if (d->classes) {             /* not raw: lmp.pickle loads lazy classes */
     lua_pushvalue(L, -1);
-    lua_rawget(L, d->classes);
+    lua_gettable(L, d->classes);
   } else {
     lua_pushnil(L);
   }

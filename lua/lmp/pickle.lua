@@ -61,7 +61,18 @@ local T_TABLE, T_FUNC, T_CFUNC, T_UDATA = TAG .. "t", TAG .. "F", TAG .. "C", TA
 local BINARY_MAGIC = 0xB1    -- first byte of the binary form (lpickle_bin.c)
 
 local M = {}
-local classes = {}       -- name -> metatable (pickle.register)
+-- name -> metatable (pickle.register). lmp's own classes that live in
+-- modules a receiver may not have loaded yet are loaded on first sight
+-- (a fixed list: a name in the data never picks what gets required).
+local LAZY = {["lmp.Proxy"] = "lmp.manager", ["lmp.ValueProxy"] = "lmp.manager",
+              ["lmp.NamespaceProxy"] = "lmp.manager"}
+local classes = setmetatable({}, {__index = function(t, name)
+  local mod = LAZY[name]
+  if mod and not package.loaded[mod] then
+    require(mod)
+    return rawget(t, name)
+  end
+end})
 local class_names = {}   -- metatable -> name
 
 local function raise(msg)
@@ -495,7 +506,7 @@ function M.register(name, mt)
   if type(mt) ~= "table" then
     error("bad argument #2 to 'register' (table expected, got " .. type(mt) .. ")", 2)
   end
-  local old = classes[name]
+  local old = rawget(classes, name)
   if old ~= nil then class_names[old] = nil end
   classes[name] = mt
   class_names[mt] = name

@@ -311,11 +311,23 @@ end
 
 -- Two frames go to a spawn child: who it is (so that its identity and
 -- authkey are set before anything else is unpickled), then the work.
+-- Modules with state a spawn child must have before its target's
+-- arguments are unpickled (a manager's authkeys) register here:
+-- M._spawn_hooks[modname] = save() -> state; the child calls
+-- require(modname)._spawn_restore(state).
+M._spawn_hooks = {}
+
+local function spawn_extras()
+  local out = {}
+  for modname, save in pairs(M._spawn_hooks) do out[modname] = save() end
+  return out
+end
+
 local function spawn_payloads(self, pickle)
   local who = pickle.dumps({
     name = self.name, daemon = self.daemon, authkey = M._authkey(),
     parent = {pid = me.pid, name = me.name}, start_method = start_method,
-    path = M._spawn_path(), cpath = package.cpath,
+    path = M._spawn_path(), cpath = package.cpath, extras = spawn_extras(),
   }, {name = "process identity"})
   M._spawn_fds = {}
   local ok, work = pcall(pickle.dumps, {target = self.target, args = self.args},
@@ -371,6 +383,9 @@ function M._spawn_main(fd, mods)
     parent_info, authkey, start_method = who.parent, who.authkey, who.start_method
     reseed()
     for _, m in ipairs(mods or {}) do pcall(require, m) end
+    for modname, state in pairs(who.extras or {}) do
+      require(modname)._spawn_restore(state)
+    end
     local _, work = conn:recv_frame(60)
     return pickle.loads(work)
   end)
