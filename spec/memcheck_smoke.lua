@@ -65,4 +65,29 @@ section("pool", function()
   assert(pool:join(60))
 end)
 
+section("manager", function()
+  -- The server runs here (traced); clients run in a child.
+  local key = "memcheck key"
+  local r, w = lmp.Pipe{duplex = false}
+  local p = lmp.Process{target = function()
+    local addr = r:recv(60)
+    local bad = lmp.BaseManager{address = addr, authkey = "wrong"}
+    assert(not pcall(bad.connect, bad))
+    local c = lmp.Manager{address = addr, authkey = key}
+    c:connect()
+    local d, q = c:dict(), c:Queue()
+    for i = 1, 20 do d:set(i, {i, "x"}) assert(d:get(i)[1] == i) end
+    assert(not pcall(q.get, q, 0.05))
+    q:put("item")
+    assert(q:get(5) == "item")
+    assert(not pcall(d.set, d, "f", function() end))
+    c:shutdown()
+  end}
+  p:start()
+  local m = lmp.Manager{address = {"127.0.0.1", 0}, authkey = key}
+  m:serve_forever(function(addr) w:send(addr) end)
+  assert(p:join(60) and p.exitcode == 0)
+  r:close(); w:close()
+end)
+
 for _, extra in ipairs(arg or {}) do dofile(extra) end

@@ -157,6 +157,7 @@ TEST(closes_a_connection_sending_a_bad_header) {
   pid_t pid = fork();
   if (pid == 0) {
     char b[8];
+    lmp_srv_free(srv);                 /* the parent's: not ours to keep */
     fd = lmp_net_tcp_connect("127.0.0.1", port, lmp_deadline(5), NULL, 0);
     if (lmp_auth_client(fd, KEY, strlen(KEY), lmp_deadline(5)) < 0) _exit(1);
     lmp_fd_write_full(fd, "\xff\xff\xff\xff\x01\x00LM", 8, lmp_deadline(5));
