@@ -19,6 +19,7 @@
 
 #define LMP_FRAME_HDR_SIZE 8
 #define LMP_FRAME_MAX_DEFAULT ((size_t)1 << 30)      /* 1 GiB */
+#define LMP_FRAME_SPIN_SECS 50e-6  /* lmp_frame_recv polls this long first */
 
 enum {
   LMP_FRAME_PICKLE = 1,   /* payload is an lmp.pickle string */
@@ -46,7 +47,8 @@ int lmp_frame_hdr_decode(const unsigned char in[LMP_FRAME_HDR_SIZE],
 int lmp_frame_send(int fd, int type, int flags, const void *payload,
                    size_t len, double deadline);
 
-/* Blocking receive of one frame. On success *payload is malloc'd (NUL
+/* Blocking receive of one frame (trying for LMP_FRAME_SPIN_SECS before it
+ * sleeps in poll, never past the deadline). On success *payload is malloc'd (NUL
  * terminated, caller frees; NULL when len is 0). Errors as above plus
  * -EPROTO/-EMSGSIZE from the header; -ETIMEDOUT before the first byte
  * leaves the channel usable, after it the channel must be closed

@@ -1,6 +1,7 @@
 /* server.c -- the managers' framed server loop (see server.h). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -245,7 +246,7 @@ int lmp_srv_step(lmp_srv *s, double deadline, lmp_srv_cb cb, void *ud) {
   /* A client that just got its reply often sends the next request within
    * microseconds: polling briefly saves the cost of sleeping and waking. */
   do n = epoll_wait(s->ep, evs, MAX_EVENTS, 0);
-  while (n == 0 && !count && lmp_clock_now() < spin_until &&
+  while (n == 0 && sched_yield() == 0 && !count && lmp_clock_now() < spin_until &&
          (deadline == LMP_FOREVER || lmp_clock_now() < deadline));
   if (n == 0 && !count)
     n = epoll_wait(s->ep, evs, MAX_EVENTS,
@@ -292,6 +293,11 @@ int lmp_srv_send(lmp_srv *s, uint64_t cid, int type, const void *payload,
     c->want_out = 1;
   }
   return 0;
+}
+
+int lmp_srv_alive(const lmp_srv *s, uint64_t cid) {
+  const conn *c = lookup(s, cid);
+  return c && c->authed && !c->dropped;
 }
 
 int lmp_srv_close(lmp_srv *s, uint64_t cid) {

@@ -68,6 +68,9 @@ int lmp_srv_step(lmp_srv *s, double deadline, lmp_srv_cb cb, void *ud);
 int lmp_srv_send(lmp_srv *s, uint64_t cid, int type, const void *payload,
                  size_t len);
 
+/* 1 if cid is an authenticated connection still served, else 0. */
+int lmp_srv_alive(const lmp_srv *s, uint64_t cid);
+
 /* Closes cid (no event follows). 0, or 1 when it was already gone. */
 int lmp_srv_close(lmp_srv *s, uint64_t cid);
 

@@ -4,6 +4,7 @@
  * only for peers that passed the handshake. */
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <string.h>
 
 #include "../core/auth.h"
@@ -209,6 +210,12 @@ static int srv_close_conn(lua_State *L) {
   return 1;
 }
 
+static int srv_alive(lua_State *L) {
+  server *sv = check_server(L);
+  lua_pushboolean(L, lmp_srv_alive(sv->s, check_cid(L, 2)));
+  return 1;
+}
+
 static int srv_clients(lua_State *L) {
   int hs;
   server *sv = check_server(L);
@@ -258,6 +265,7 @@ static int client_read(client *c, lmp_frame_hdr *h, const char **payload,
     long got;
     if (rc != 0) return rc;
     if (lmp_clock_now() < spin_until) {
+      sched_yield();                   /* a busy machine runs the server */
       got = lmp_frame_reader_fill(&c->in, c->fd);
       if (got == 0) return -EPIPE;
       if (got < 0 && got != -EAGAIN) return (int)got;
@@ -339,6 +347,7 @@ int luaopen_lmp_c_manager(lua_State *L) {
     {NULL, NULL}
   };
   static const luaL_Reg methods[] = {
+    {"alive", srv_alive},
     {"clients", srv_clients},
     {"close", srv_close},
     {"close_conn", srv_close_conn},

@@ -555,11 +555,18 @@ describe("examples/distributed", function()
       workers[i] = io.popen(string.format("%stimeout -k 2 60 %s %s/worker.lua 127.0.0.1 %d 2>&1",
         env, H.shell_quote(H.lmp_bin), H.shell_quote(dir), port))
     end
+    local function master_output()
+      local f = io.open(out)
+      local s = f and f:read("*a") or ""
+      if f then f:close() end
+      return s
+    end
     local total = 0
     for i = 1, 3 do
       local s = workers[i]:read("*a")
       workers[i]:close()
-      total = total + assert(tonumber(s:match("did (%d+) tasks")), s)
+      total = total + assert(tonumber(s:match("did (%d+) tasks")),
+        s .. "\nmaster said:\n" .. master_output())
     end
     local text = H.wait_until(function()
       local f = io.open(out)

@@ -281,8 +281,15 @@ function Server:retry(oid)
     moved = false
     for i = 1, #list do
       local w = list[i]
-      local rep = self:invoke(w.cid, self.objects[oid], w.name, w.args, w.n, false)
-      if rep then
+      -- A caller that has gone must not take an item it can never receive.
+      local rep = not self.srv:alive(w.cid) and true
+        or self:invoke(w.cid, self.objects[oid], w.name, w.args, w.n, false)
+      if rep == true then
+        table.remove(list, i)
+        self.nparked = self.nparked - 1
+        moved = true
+        break
+      elseif rep then
         table.remove(list, i)
         self.nparked = self.nparked - 1
         self:send(w.cid, rep)
