@@ -44,6 +44,9 @@ MOD_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(MOD_SRC))
 HEADERS := $(wildcard core/*.h modules/*.h)
 CTEST_SRC := $(wildcard spec/c/test_*.c)
 CTESTS := $(patsubst spec/c/%.c,$(BUILD)/ctest/%,$(CTEST_SRC))
+# C tests of the embedding API (lmp.h): they link Lua and every module.
+ETEST_SRC := $(wildcard spec/c/embed/test_*.c)
+ETESTS := $(patsubst spec/c/embed/%.c,$(BUILD)/ctest/%,$(ETEST_SRC))
 
 DEBIAN_PKGS := lua5.4 liblua5.4-dev lua5.1 liblua5.1-0-dev luajit \
   libluajit-5.1-dev lua-cjson lua-cjson-dev lua-busted redis-server \
@@ -52,7 +55,7 @@ DEBIAN_PKGS := lua5.4 liblua5.4-dev lua5.1 liblua5.1-0-dev luajit \
 .PHONY: all deps run test test-c test-lua bench check-mem install clean \
         examples help rockspec-check rock rock-install
 
-all: $(BUILD)/lmp/core.so $(BUILD)/bin/lmp lmp-link $(CTESTS) examples
+all: $(BUILD)/lmp/core.so $(BUILD)/bin/lmp lmp-link $(CTESTS) $(ETESTS) examples
 
 help:
 	@sed -n '1,8p' Makefile
@@ -91,7 +94,13 @@ $(BUILD)/ctest/%: spec/c/%.c $(CORE_OBJ) spec/c/ctest.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icore -Ispec/c -o $@ $< $(CORE_OBJ) $(LIBS)
 
-examples:
+$(BUILD)/ctest/%: spec/c/embed/%.c $(CORE_OBJ) $(MOD_OBJ) $(HEADERS) spec/c/ctest.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LMP_CPPFLAGS) -Ispec/c -o $@ $< $(CORE_OBJ) $(MOD_OBJ) \
+	  -Wl,-E $(LUA_LIB) $(LIBS) -ldl
+
+# examples/embed/Makefile.inc links the objects into a C host.
+examples: $(CORE_OBJ) $(MOD_OBJ)
 	@if [ -f examples/embed/Makefile.inc ]; then \
 	  $(MAKE) --no-print-directory -f examples/embed/Makefile.inc \
 	    LUA=$(LUA) BUILD=$(BUILD) LUA_INC=$(LUA_INC) LUA_LIB="$(LUA_LIB)" \

@@ -50,4 +50,11 @@ void lmp_newclass(lua_State *L, const char *tname, const luaL_Reg *meta,
 /* Registers the "lmp.Error" metatable (idempotent). */
 void lmp_error_init(lua_State *L);
 
+/* lmp's Lua files (lembed.c): the lua/ folder of a build tree holding the
+ * executable (its folder or up to four levels above), else LMP_LUADIR. */
+void lmp_find_luadir(char *out, size_t outlen);
+/* Puts that folder first on package.path (if_missing: only when no
+ * template of package.path finds lmp.lua) and preloads lmp.core. */
+void lmp_setup_paths(lua_State *L, int if_missing);
+
 #endif

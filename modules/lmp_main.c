@@ -5,54 +5,20 @@
  *   lmp -v                  print versions
  *   lmp worker|workers ...  subcommands, implemented in lua/lmp/cli.lua
  *
- * The repo's own lua/ (next to the binary) or the installed LMP_LUADIR
- * goes first on package.path, so `./lmp x.lua` works right after `make`.
- * SIGINT and SIGTERM interrupt the script with an "interrupted" error;
+ * The repo's own lua/ (found from the binary's place) or the installed
+ * LMP_LUADIR goes first on package.path (lmp_setup_paths, lembed.c), so
+ * `./lmp x.lua` works right after `make`. SIGINT and SIGTERM interrupt
+ * the script with an "interrupted" error (lmp_install_signal_handlers);
  * it exits 130 (SIGINT) or 143 (SIGTERM) after cleanup has run. */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "../core/intr.h"
 #include "lmp_aux.h"
 #include "lmp.h"
 
-#ifndef LMP_LUADIR
-#define LMP_LUADIR "/usr/local/share/lua/5.4"
-#endif
-
-static lua_State *main_state = NULL;
 static const char *progname = "lmp";
-
-/* ---- interruption (as lua.c does it, plus the core flag) ----------- */
-
-static void interrupt_hook(lua_State *L, lua_Debug *ar) {
-  (void)ar;
-  lua_sethook(L, NULL, 0, 0);
-  lmp_error_raise_interrupt(L);
-}
-
-static void on_signal(int sig) {
-  lmp_intr_pending = sig;
-  if (main_state)
-    lua_sethook(main_state, interrupt_hook,
-                LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
-}
-
-static void install_signals(void) {
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
-  signal(SIGPIPE, SIG_IGN);
-}
 
 /* ---- errors ---------------------------------------------------------- */
 
@@ -121,43 +87,6 @@ static int docall(lua_State *L, int narg, int nres) {
 }
 
 /* ---- set-up ---------------------------------------------------------- */
-
-/* The lua/ folder of a build tree holding the executable (./lmp or
- * build/<lua>/lmp), else the installed LMP_LUADIR. */
-static void find_luadir(char *out, size_t outlen) {
-  static const char *const up[] = {"", "/../../.."};
-  char exe[PATH_MAX], probe[PATH_MAX + 32];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  size_t i;
-  if (n > 0) {
-    char *slash;
-    exe[n] = '\0';
-    if ((slash = strrchr(exe, '/'))) *slash = '\0';
-    for (i = 0; i < sizeof up / sizeof up[0]; i++) {
-      snprintf(probe, sizeof probe, "%s%s/lua/lmp.lua", exe, up[i]);
-      if (access(probe, R_OK) == 0) {
-        if ((size_t)snprintf(out, outlen, "%s%s/lua", exe, up[i]) < outlen)
-          return;
-      }
-    }
-  }
-  snprintf(out, outlen, "%s", LMP_LUADIR);
-}
-
-static void setup_paths(lua_State *L) {
-  char dir[PATH_MAX + 64];
-  find_luadir(dir, sizeof dir);
-  lua_getglobal(L, "package");
-  lua_getfield(L, -1, "path");
-  lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir,
-                  lua_tostring(L, -1));
-  lua_setfield(L, -3, "path");
-  lua_pop(L, 1);
-  lua_getfield(L, -1, "preload");
-  lua_pushcfunction(L, luaopen_lmp_core);
-  lua_setfield(L, -2, "lmp.core");
-  lua_pop(L, 2);
-}
 
 /* arg table as lua.c builds it: script at 0, its args from 1, the
  * interpreter and options at negative indices. */
@@ -264,12 +193,11 @@ int main(int argc, char **argv) {
   L = luaL_newstate();
   if (!L) { fprintf(stderr, "%s: cannot create Lua state\n", progname); return 1; }
   luaL_openlibs(L);
-  setup_paths(L);
-  main_state = L;
-  install_signals();
+  lmp_setup_paths(L, 0);                /* lmp's own Lua files come first */
+  lmp_install_signal_handlers(L);       /* undone by lua_close */
+  signal(SIGPIPE, SIG_IGN);
   status = pmain(L, argc, argv);
   fflush(stdout);
-  main_state = NULL;
   lua_close(L);                         /* runs lmp's atexit handlers */
   return status;
 }

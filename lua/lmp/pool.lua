@@ -29,11 +29,18 @@ local M = {}
 -- getpid() is a system call; the pid only changes in lmp's fork children.
 local my_pid = proc.getpid()
 local function getpid() return my_pid end
-P.atfork{child = function() my_pid = proc.getpid() end}
 local unpack = table.unpack or unpack
 local loads = pickle.loads
+-- Every live pool of this Lua state: _poll_all and _fileno_all (the C
+-- host's lmp_poll and lmp_fileno, modules/lembed.c) drive what is here, so
+-- any pool made by _new_pool (ThreadPool too) joins a host's loop.
 local live_pools = setmetatable({}, {__mode = "k"})
 local all_ep            -- epoll fd over every pool's fd (_fileno_all)
+local cb_errors         -- while _poll_all runs: callback errors, to raise
+P.atfork{child = function()
+  my_pid = proc.getpid()
+  all_ep = nil            -- a _parent_only fd: the child closed it
+end}
 local F_STAR = 1
 
 local function new_error(kind, msg, fields)
@@ -204,7 +211,9 @@ function AsyncResult:_finish(value, err)
   local cb = err and self._error_callback or (not err and self._callback)
   if cb then
     local ok, e = pcall(cb, err or value)
-    if not ok then io.stderr:write("lmp: pool callback failed: ", tostring(e), "\n") end
+    if ok then return end
+    if cb_errors then cb_errors[#cb_errors + 1] = e
+    else io.stderr:write("lmp: pool callback failed: ", tostring(e), "\n") end
   end
 end
 
@@ -515,7 +524,8 @@ function Pool:_map_async(fname, fn, list, cs_or_opts, opts, star)
       if type(list[i]) ~= "table" then argerror(2, fname, "item " .. i .. " is not an argument list") end
     end
   end
-  local job = self:_new_job(fname, opts)
+  -- callbacks may come in the options table given in chunksize's place
+  local job = self:_new_job(fname, opts or (type(cs_or_opts) == "table" and cs_or_opts or nil))
   job._results, job._on_chunk, job._done, job._n = {}, map_chunk, 0, n
   job._progress = o.progress and CP.isatty(2) or false
   job._t0 = core.time()
@@ -749,18 +759,42 @@ end
 
 core.atexit(function()
   for pool in pairs(live_pools) do pcall(Pool.terminate, pool) end
+  if all_ep then
+    P._parent_only(all_ep, false)
+    proc.close(all_ep)
+    all_ep = nil
+  end
 end)
 
 M.AsyncResult = AsyncResult
 M._Pool = Pool
 M._live_pools = live_pools
 
---- _poll_all(timeout): drives every live pool of this state once; waits
--- (up to timeout) only in the first. Returns the events handled.
-function M._poll_all(timeout)
+local function poll_pools(timeout)
   local n = 0
   for pool in pairs(live_pools) do
     if pool._state ~= "done" then n = n + pool:poll(timeout) timeout = 0 end
+  end
+  return n
+end
+
+--- _poll_all(timeout): drives every live pool of this state once; waits
+-- (up to timeout) only in the first. Returns the events handled. A
+-- callback that raises does not stop the others: once every pool had its
+-- turn, the first callback error is raised (the C host's lmp_poll
+-- returns -1 with it) instead of being printed.
+function M._poll_all(timeout)
+  local outer, errs = cb_errors, {}
+  cb_errors = errs
+  local ok, n = pcall(poll_pools, timeout)
+  cb_errors = outer
+  if not ok then error(n, 0) end
+  local e = errs[1]
+  if e ~= nil then
+    if #errs > 1 and type(e) == "string" then
+      e = string.format("%s (and %d more callback errors)", e, #errs - 1)
+    end
+    error(e, 0)
   end
   return n
 end
