@@ -174,9 +174,13 @@ int lmp_pickle_string_is_plain(lua_State *L, int idx) {
 typedef struct {
   lua_State *L;
   pset *seen;
+  int classes;   /* stack index of the class table */
+  int marked;    /* named tables are in seen */
+  int fresh;     /* levels the caller just made (see l_plain) */
 } plainctx;
 
 static int value_is_plain(plainctx *c, int idx, int depth);
+static void mark_named(lua_State *L, pset *seen, int classes);
 
 /* A plain table: no metatable, never seen before (no shared reference,
  * no cycle, not a module/class), keys either exactly 1..n or all strings. */
@@ -187,6 +191,10 @@ static int table_is_plain(plainctx *c, int idx, int depth) {
   if (depth > PLAIN_MAX_DEPTH || lua_getmetatable(L, idx)) {
     if (depth <= PLAIN_MAX_DEPTH) lua_pop(L, 1);
     return 0;
+  }
+  if (!c->marked && depth >= c->fresh) {   /* below the fresh levels */
+    mark_named(L, c->seen, c->classes);
+    c->marked = 1;
   }
   r = pset_add(c->seen, lua_topointer(L, idx));
   if (r < 0) luaL_error(L, "not enough memory");
@@ -256,18 +264,26 @@ static void mark_named(lua_State *L, pset *seen, int classes) {
   }
 }
 
-/* plain(v [, classes]) -> boolean. classes: name -> metatable. */
+/* plain(v [, classes [, fresh]]) -> boolean. classes: name -> metatable.
+ * fresh (default 0): the tables at the first `fresh` levels are ones the
+ * caller just made (a pool's chunk and its argument lists), so none of
+ * them can be a module or a class; the tables that travel by name are
+ * then looked up only if the walk goes deeper. */
 static int l_plain(lua_State *L) {
   plainctx c;
-  lua_settop(L, 2);
+  lua_settop(L, 3);
   c.L = L;
   c.seen = (pset *)lua_touserdata(L, lua_upvalueindex(1));
+  c.classes = 2;
+  c.marked = 1;
+  c.fresh = (int)luaL_optinteger(L, 3, 0);
   if (lua_type(L, 1) != LUA_TTABLE) {
     lua_pushboolean(L, value_is_plain(&c, 1, 0));
     return 1;
   }
   pset_reset(c.seen);
-  mark_named(L, c.seen, 2);
+  if (c.fresh > 0) c.marked = 0;
+  else mark_named(L, c.seen, 2);
   lua_pushboolean(L, value_is_plain(&c, 1, 0));
   return 1;
 }

@@ -131,6 +131,8 @@ typedef struct {
   size_t len, cap;
   pmap memo, upvals, keys;
   int busy, flags;
+  int marked;           /* named tables are in memo */
+  int fresh;            /* levels the caller just made (see do_dump) */
   int64_t nkeys;
   lua_State *L;
   int64_t nobj;
@@ -379,35 +381,28 @@ static void mark_named(benc *e) {
 
 static void enc_value(benc *e, int idx, int depth);
 
-/* Patches the one-byte placeholder at `at` with varint n. */
-static void patch_count(benc *e, size_t at, uint64_t n) {
-  int k = varint_size(n);
-  if (k > 1) {
-    reserve(e, (size_t)k - 1);
-    memmove(e->buf + at + k, e->buf + at + 1, e->len - at - 1);
-    e->len += (size_t)k - 1;
-  }
-  {
-    unsigned char *p = (unsigned char *)e->buf + at;
-    while (n >= 0x80) { *p++ = (unsigned char)(n | 0x80); n >>= 7; }
-    *p = (unsigned char)n;
-  }
+/* A count not known until its items are written: `width` bytes are kept
+ * at `at` and filled with n as a padded varint (readers accept
+ * non-minimal forms); a count that needs more room shifts what follows. */
+static size_t count_slot(benc *e, int width) {
+  size_t at = e->len;
+  reserve(e, (size_t)width);
+  e->len += (size_t)width;
+  return at;
 }
 
-static int is_array_key(lua_State *L, int kidx, size_t narr) {
-#if LUA_VERSION_NUM >= 503
-  if (lua_isinteger(L, kidx)) {
-    lua_Integer k = lua_tointeger(L, kidx);
-    return k >= 1 && (size_t)k <= narr;
+static void fill_count(benc *e, size_t at, int width, uint64_t n) {
+  int k = varint_size(n), i;
+  unsigned char *p;
+  if (k > width) {
+    reserve(e, (size_t)(k - width));
+    memmove(e->buf + at + k, e->buf + at + width, e->len - at - width);
+    e->len += (size_t)(k - width);
+    width = k;
   }
-  return 0;
-#else
-  if (lua_type(L, kidx) == LUA_TNUMBER) {
-    lua_Number k = lua_tonumber(L, kidx);
-    return k >= 1 && k <= (lua_Number)narr && k == floor(k);
-  }
-  return 0;
-#endif
+  p = (unsigned char *)e->buf + at;
+  for (i = 0; i < width - 1; i++) { p[i] = (unsigned char)(n | 0x80); n >>= 7; }
+  p[width - 1] = (unsigned char)n;
 }
 
 /* String keys repeat (records): the first of each short one is numbered,
@@ -427,24 +422,31 @@ static void enc_key(benc *e, int idx) {
   put_str(e, s, n);
 }
 
+/* The index of the key at kidx when it continues the sequence 1..narr. */
+static int next_in_sequence(lua_State *L, int kidx, size_t narr) {
+#if LUA_VERSION_NUM >= 503
+  int isint;
+  lua_Integer k = lua_tointegerx(L, kidx, &isint);
+  return isint && lua_isinteger(L, kidx) && (size_t)k == narr + 1;
+#else
+  return lua_type(L, kidx) == LUA_TNUMBER && lua_tonumber(L, kidx) == (lua_Number)(narr + 1);
+#endif
+}
+
+/* One lua_next walk: Lua lists the array part first, in order, so the
+ * keys 1, 2, ... that come first are written as the array; every other
+ * pair follows. (A key of the sequence met later in the walk, in the hash
+ * part, is written as a pair: same value, other place.) */
 static void enc_table(benc *e, int idx, int depth) {
   lua_State *L = e->L;
-  size_t narr = 0, n = lua_rawlen(L, idx), at;
+  size_t narr = 0, rawn = lua_rawlen(L, idx), at_arr, at_hash;
   uint64_t nhash = 0;
-  int hasmt, top;
+  int hasmt, top, warr = varint_size(rawn), whash = 1;
   luaL_checkstack(L, 6, "pickle");
   hasmt = lua_getmetatable(L, idx);
   put_byte(e, hasmt ? B_TABLEMT : B_TABLE);
-  /* the array part: 1..narr all non-nil */
-  while (narr < n) {
-    lua_rawgeti(L, idx, (lua_Integer)narr + 1);
-    if (lua_isnil(L, -1)) { lua_pop(L, 1); break; }
-    lua_pop(L, 1);
-    narr++;
-  }
-  put_varint(e, narr);
-  at = e->len;
-  put_byte(e, 0);   /* nhash placeholder */
+  at_arr = count_slot(e, warr);
+  at_hash = count_slot(e, whash);
   if (hasmt) {
     seg_push(e, SEG_LABEL, 0, 0, "<metatable>");
     enc_value(e, lua_gettop(L), depth + 1);
@@ -452,31 +454,27 @@ static void enc_table(benc *e, int idx, int depth) {
     lua_pop(L, 1);
   }
   top = lua_gettop(L);
-  {
-    size_t i;
-    for (i = 1; i <= narr; i++) {
-      lua_rawgeti(L, idx, (lua_Integer)i);
-      seg_push(e, SEG_INT, 0, (lua_Integer)i, NULL);
-      enc_value(e, top + 1, depth + 1);
-      e->plen--;
-      lua_pop(L, 1);
-    }
-  }
+  seg_push(e, SEG_INT, 0, 0, NULL);
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    if (!is_array_key(L, top + 1, narr)) {
-      seg_push(e, SEG_LABEL, 0, 0, "<key>");
+    if (nhash == 0 && next_in_sequence(L, top + 1, narr)) {
+      e->path[e->plen - 1].i = (lua_Integer)++narr;
+      enc_value(e, top + 2, depth + 1);
+    } else {
+      e->path[e->plen - 1].kind = SEG_LABEL;
+      e->path[e->plen - 1].s = "<key>";
       if (lua_type(L, top + 1) == LUA_TSTRING) enc_key(e, top + 1);
       else enc_value(e, top + 1, depth + 1);
       e->path[e->plen - 1].kind = SEG_KEY;
       e->path[e->plen - 1].idx = top + 1;
       enc_value(e, top + 2, depth + 1);
-      e->plen--;
       nhash++;
     }
     lua_pop(L, 1);
   }
-  patch_count(e, at, nhash);
+  e->plen--;
+  fill_count(e, at_hash, whash, nhash);   /* the later slot first: it may move */
+  fill_count(e, at_arr, warr, narr);
 }
 
 static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
@@ -631,6 +629,10 @@ static void enc_value(benc *e, int idx, int depth) {
       return;
     }
     case LUA_TTABLE: case LUA_TFUNCTION: case LUA_TUSERDATA:
+      if (!e->marked && depth >= e->fresh) {   /* below the fresh levels */
+        mark_named(e);
+        e->marked = 1;
+      }
       break;
     default:
       lua_pushfstring(L, "cannot pickle %s", lua_typename(L, t));
@@ -659,7 +661,32 @@ static void enc_value(benc *e, int idx, int depth) {
   }
 }
 
-/* Runs under lua_pcall: 1 value, 2 benc*, 3 classes or nil. */
+/* The items first..last of the list at idx, written as one array (nil
+ * holes included): what a pool ships as a chunk, without copying it into
+ * a table first. The array counts as an object, as a table would. */
+static void enc_slice(benc *e, int idx, lua_Integer first, lua_Integer last) {
+  lua_State *L = e->L;
+  lua_Integer i;
+  int top = lua_gettop(L);
+  put_byte(e, B_TABLE);
+  put_varint(e, (uint64_t)(last - first + 1));
+  put_byte(e, 0);
+  ++e->nobj;
+  seg_push(e, SEG_INT, 0, 0, NULL);
+  for (i = first; i <= last; i++) {
+    e->path[e->plen - 1].i = i - first + 1;
+    lua_rawgeti(L, idx, i);
+    enc_value(e, top + 1, 1);
+    lua_settop(L, top);
+  }
+  e->plen--;
+}
+
+/* Runs under lua_pcall: 1 value, 2 benc*, 3 classes or nil, 4/5 the
+ * slice first..last (or nil), 6 fresh: how many levels of tables the
+ * caller just made (a chunk, its argument lists), which therefore cannot
+ * travel by name; what travels by name is then looked up only if the
+ * walk goes below them. A slice counts as one such level. */
 static int do_dump(lua_State *L) {
   benc *e = (benc *)lua_touserdata(L, 2);
   e->L = L;
@@ -675,20 +702,32 @@ static int do_dump(lua_State *L) {
   e->flags = 0;
   put_byte(e, MAGIC);
   put_byte(e, 0);
-  if (lua_type(L, 1) == LUA_TTABLE || lua_type(L, 1) == LUA_TFUNCTION ||
-      lua_type(L, 1) == LUA_TUSERDATA)
+  e->fresh = (int)lua_tointeger(L, 6);
+  if (!lua_isnoneornil(L, 4) && e->fresh < 1) e->fresh = 1;
+  e->marked = e->fresh == 0;
+  if (e->marked && (lua_type(L, 1) == LUA_TTABLE || lua_type(L, 1) == LUA_TFUNCTION ||
+                    lua_type(L, 1) == LUA_TUSERDATA))
     mark_named(e);
-  enc_value(e, 1, 0);
+  if (lua_isnoneornil(L, 4)) enc_value(e, 1, 0);
+  else enc_slice(e, 1, lua_tointeger(L, 4), lua_tointeger(L, 5));
   e->buf[1] = (char)e->flags;
   lua_pushlstring(L, e->buf, e->len);
   return 1;
 }
 
-/* bdumps(v [, name [, classes]]) -> string */
+/* bdumps(v [, name [, classes [, first, last [, fresh]]]]) -> string.
+ * With first and last, v is a list and the string holds {v[first], ...,
+ * v[last]}; fresh: see do_dump. */
 static int l_bdumps(lua_State *L) {
   benc *e = (benc *)lua_touserdata(L, lua_upvalueindex(1));
   int st;
-  lua_settop(L, 3);
+  lua_settop(L, 6);
+  if (!lua_isnil(L, 4)) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checkinteger(L, 4);
+    luaL_checkinteger(L, 5);
+  }
+  luaL_optinteger(L, 6, 0);
   if (e->busy) e = benc_new(L);   /* reentered from a __pickle hook */
   else lua_pushnil(L);
   e->busy = 1;
@@ -697,7 +736,10 @@ static int l_bdumps(lua_State *L) {
   lua_pushvalue(L, 1);
   lua_pushlightuserdata(L, e);
   lua_pushvalue(L, 3);
-  st = lua_pcall(L, 3, 1, 0);
+  lua_pushvalue(L, 4);
+  lua_pushvalue(L, 5);
+  lua_pushvalue(L, 6);
+  st = lua_pcall(L, 6, 1, 0);
   e->busy = 0;
   if (e->cap > (1u << 20)) {   /* do not keep a huge buffer around */
     free(e->buf);
@@ -1042,21 +1084,25 @@ static void dec_value(bdec *d, int depth) {
   }
 }
 
+static void bdec_init(bdec *d, lua_State *L, const char *s, size_t n) {
+  d->L = L;
+  d->p = (const unsigned char *)s;
+  d->end = d->p + n;
+  d->nofunc = lua_toboolean(L, 2);
+  d->classes = lua_istable(L, 3) ? 3 : 0;
+  d->nobj = 0;
+  d->nkeys = 0;
+  if (get_byte(d) != MAGIC) dec_fail(d, "not the binary format");
+  d->refs = get_byte(d) & F_REFS;
+}
+
 /* bloads(s [, nofunc [, classes]]) -> v */
 static int l_bloads(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
   bdec d;
   lua_settop(L, 3);
-  d.L = L;
-  d.p = (const unsigned char *)s;
-  d.end = d.p + n;
-  d.nofunc = lua_toboolean(L, 2);
-  d.classes = lua_istable(L, 3) ? 3 : 0;
-  d.nobj = 0;
-  if (get_byte(&d) != MAGIC) dec_fail(&d, "not the binary format");
-  d.refs = get_byte(&d) & F_REFS;
-  d.nkeys = 0;
+  bdec_init(&d, L, s, n);
   lua_newtable(L);
   d.objs = 4;
   lua_newtable(L);
@@ -1066,6 +1112,53 @@ static int l_bloads(lua_State *L) {
   return 1;
 }
 
+/* The key at the top: an index 1..n of the list being unpacked. */
+static lua_Integer slice_index(bdec *d, lua_Integer n) {
+  lua_Number x;
+  if (lua_type(d->L, -1) != LUA_TNUMBER) dec_fail(d, "list index out of range");
+  x = lua_tonumber(d->L, -1);
+  if (!(x >= 1 && x <= (lua_Number)n && x == floor(x))) dec_fail(d, "list index out of range");
+  lua_pop(d->L, 1);
+  return (lua_Integer)x;
+}
+
+/* bloads_into(s, nofunc, classes, out, offset, n): s holds a list of up
+ * to n items (nil holes allowed); item i lands in out[offset + i] without
+ * an intermediate table: how a pool files a chunk of results. */
+static int l_bloads_into(lua_State *L) {
+  size_t len, narr, nhash, i;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lua_Integer off = luaL_checkinteger(L, 5), n = luaL_checkinteger(L, 6);
+  bdec d;
+  luaL_checktype(L, 4, LUA_TTABLE);
+  lua_settop(L, 6);
+  bdec_init(&d, L, s, len);
+  lua_newtable(L);
+  d.objs = 7;
+  lua_newtable(L);
+  d.keys = 8;
+  if (get_byte(&d) != B_TABLE) dec_fail(&d, "not a list");
+  narr = get_count(&d, 1);
+  nhash = get_count(&d, 2);
+  if ((lua_Integer)narr > n) dec_fail(&d, "list longer than announced");
+  lua_pushboolean(L, 0);        /* the list itself: never referred to */
+  new_obj(&d, -1);
+  lua_pop(L, 1);
+  for (i = 1; i <= narr; i++) {
+    dec_value(&d, 1);
+    lua_rawseti(L, 4, off + (lua_Integer)i);
+  }
+  for (i = 0; i < nhash; i++) {
+    lua_Integer k;
+    dec_key(&d, 1);
+    k = slice_index(&d, n);
+    dec_value(&d, 1);
+    lua_rawseti(L, 4, off + k);
+  }
+  if (d.p != d.end) dec_fail(&d, "trailing bytes");
+  return 0;
+}
+
 void lmp_pickle_bin_open(lua_State *L) {
   benc *e = benc_new(L);
   (void)e;
@@ -1073,4 +1166,6 @@ void lmp_pickle_bin_open(lua_State *L) {
   lua_setfield(L, -2, "bdumps");
   lua_pushcfunction(L, l_bloads);
   lua_setfield(L, -2, "bloads");
+  lua_pushcfunction(L, l_bloads_into);
+  lua_setfield(L, -2, "bloads_into");
 }

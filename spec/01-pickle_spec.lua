@@ -209,6 +209,76 @@ describe("lmp.pickle", function()
         end
       end)
 
+      it("writes a table's array and its other keys in one walk, whatever their order", function()
+        local backwards = {}
+        for i = 50, 1, -1 do backwards[i] = i * 2 end      -- built from the end: hash part
+        local mixed = {1, 2, 3, x = "x", [10] = 10, [2.5] = "f", [true] = false}
+        local holes = {1, nil, 3, nil, nil, 6}
+        local zero = {[0] = "zero", "one", "two"}            -- LuaJIT keeps [0] in its array
+        local big = {}
+        for i = 1, 300 do big[i] = i end                     -- a count of two varint bytes
+        big.tail = {n = 300}
+        for _, v in ipairs({backwards, mixed, holes, zero, big}) do
+          assert.is_true(H.deep_equal(v, rt(v, fmt)))
+        end
+      end)
+
+      it("writes a slice of a list as one list (a pool's chunk), shared tables kept", function()
+        local shared = {k = 1}
+        local list = {10, "b", shared, nil, shared, 60, 70}
+        local enc = pickle.slice_encoder(fmt)
+        local t = pickle.loads(enc(list, 2, 6, "args"))
+        assert.equal("b", t[1])
+        assert.same({k = 1}, t[2])
+        assert.is_nil(t[3])
+        assert.equal(t[2], t[4])
+        assert.equal(60, t[5])
+        assert.is_nil(t[6])
+        local m = pickle.loads(enc({{7, 8}, {9}}, 1, 2, "args", 2))
+        assert.same({{7, 8}, {9}}, m)
+        local msg = pickle_error(enc, {1, coroutine.create(function() end)}, 1, 2, "args")
+        assert.matches("args%[2%]: cannot pickle thread", msg)
+      end)
+
+      it("files a pickled list into another table at an offset (loads_into)", function()
+        local out = {"keep"}
+        pickle.loads_into(pickle.dumps({"a", nil, {c = 3}, nil}, {format = fmt}), out, 1, 4)
+        assert.equal("keep", out[1])
+        assert.equal("a", out[2])
+        assert.is_nil(out[3])
+        assert.same({c = 3}, out[4])
+        assert.is_nil(out[5])
+        local s = pickle.dumps({1, 2, 3}, {format = fmt})
+        if fmt == "binary" then
+          pickle_error(pickle.loads_into, s, {}, 0, 2)      -- longer than announced
+          pickle_error(pickle.loads_into, pickle.dumps("x", {format = fmt}), {}, 0, 1)
+          pickle_error(pickle.loads_into, pickle.dumps({1, x = 2}, {format = fmt}), {}, 0, 2)
+        end
+      end)
+
+      it("still sends modules, classes and the globals by name below the fresh levels", function()
+        local mod = {data = "only"}                 -- no functions: plain-looking
+        package.loaded["spec_pickle_fresh"] = mod
+        local cls = pickle.register("spec.FreshClass", {kind = "class"})
+        for fresh = 1, 2 do
+          local enc = pickle.encoder(fmt, fresh)
+          local v = fresh == 1 and {mod, cls, _G, {mod}} or {{mod, cls, _G}}
+          local w = pickle.loads(enc(v, "result"))
+          local row = fresh == 1 and w or w[1]
+          assert.equal(mod, row[1])
+          assert.equal(cls, row[2])
+          assert.equal(_G, row[3])
+          if fresh == 1 then assert.equal(mod, w[4][1]) end
+        end
+        local slice = pickle.slice_encoder(fmt)
+        local w = pickle.loads(slice({mod, 5, cls}, 1, 3, "args"))
+        assert.equal(mod, w[1])
+        assert.equal(cls, w[3])
+        -- without fresh levels the root itself travels by name
+        assert.equal(mod, pickle.loads(pickle.encoder(fmt)(mod)))
+        package.loaded["spec_pickle_fresh"] = nil
+      end)
+
       it("survives 1,000 random nested values (property test)", function()
         local r = G.rng(fmt == "json" and 12345 or 54321)
         for i = 1, 1000 do

@@ -248,3 +248,31 @@ out("sum", s)
     end)
   end
 end)
+
+describe("queues handed to a pool", function()
+  for _, method in ipairs(S.methods) do
+    it("pass as pool initargs and work in every worker (" .. method .. ")", function()
+      local t = S.run([==[
+local q, jq, sq = lmp.Queue(), lmp.JoinableQueue(), lmp.SimpleQueue()
+local pool = ctx.Pool{processes = 2, initargs = {q, jq, sq},
+  initializer = function(a, b, c) _G.Q, _G.JQ, _G.SQ = a, b, c end}
+pool:map(function(i) Q:put(i) JQ:put(i * 10) SQ:put(-i) end, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 1)
+local s, js, ss = 0, 0, 0
+for _ = 1, 10 do
+  s = s + q:get(10)
+  js = js + jq:get(10)
+  jq:task_done()
+  ss = ss + sq:get(10)
+end
+jq:join(10)
+pool:close() pool:join()
+out("sum", s) out("jsum", js) out("ssum", ss)
+out("empty", tostring(q:empty()))
+]==], method, 60)
+      assert.equal("55", t.sum)
+      assert.equal("550", t.jsum)
+      assert.equal("-55", t.ssum)
+      assert.equal("true", t.empty)
+    end)
+  end
+end)

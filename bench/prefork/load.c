@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,8 +34,11 @@ static int one_request(int n) {
   size_t got = 0;
   ssize_t r;
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), len, one = 1;
+  struct timeval tv = {2, 0};   /* a stalled server counts an error, never hangs */
   if (fd < 0) return -1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   memset(&sa, 0, sizeof sa);
   sa.sin_family = AF_INET;
   sa.sin_port = htons((unsigned short)port);

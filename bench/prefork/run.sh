@@ -37,9 +37,10 @@ measure() {
   echo "$rps" | sed -n 's/.*rps=\([0-9.]*\).*/\1/p'
 }
 
-lmp_server() { "$LMP_BIN" "$ROOT/examples/prefork_server.lua" "$1" "$CHILDREN"; }
-py_prefork() { python3 server.py "$1" "$CHILDREN" prefork; }
-py_forking() { python3 server.py "$1" "$CHILDREN" forking; }
+# exec: the background job's pid is the server's own, so kill -TERM reaches it
+lmp_server() { exec "$LMP_BIN" "$ROOT/examples/prefork_server.lua" "$1" "$CHILDREN"; }
+py_prefork() { exec python3 server.py "$1" "$CHILDREN" prefork; }
+py_forking() { exec python3 server.py "$1" "$CHILDREN" forking; }
 
 best() { printf '%s\n' "$@" | sort -g | tail -1; }
 lmp_r=() pre_r=() fork_r=()

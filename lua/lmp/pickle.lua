@@ -51,7 +51,7 @@ local rawlen = rawget(_G, "rawlen") or function(t) return #t end
 local cencode, cdecode, null = cjson.encode, cjson.decode, cjson.null
 local plain, fix, b64enc, b64dec = C.plain, C.fix, C.b64enc, C.b64dec
 local fmtfloat, parsefloat, utf8ok = C.fmtfloat, C.parsefloat, C.utf8ok
-local bdumps, bloads = C.bdumps, C.bloads
+local bdumps, bloads, bloads_into = C.bdumps, C.bloads, C.bloads_into
 local tagcopy, untag = C.tagcopy, C.untag
 local globals = C.globals()
 
@@ -297,8 +297,8 @@ function encode_value(v, st, depth)
   fail(st, "cannot pickle " .. tv)
 end
 
-local function dumps_json(v, name)
-  if plain(v, classes) then return cencode(v) end
+local function dumps_json(v, name, fresh)
+  if plain(v, classes, fresh) then return cencode(v) end
   local copy = tagcopy(v, classes)   -- C, for data-only values
   if copy ~= nil then return cencode({HEADER, copy}) end
   local st = {ids = {}, n = 0, upvals = {}, path = {name or "value"}, plen = 1}
@@ -513,14 +513,49 @@ function M.register(name, mt)
   return mt
 end
 
---- encoder(codec) -> function(v, name) returning the pickled string.
-function M.encoder(codec)
+--- encoder(codec [, fresh]) -> function(v, name) returning the pickled
+-- string. fresh: v's first `fresh` levels of tables are containers the
+-- caller just made (a result list, argument lists), never modules or
+-- classes, so the lookup of what travels by name is skipped for them.
+function M.encoder(codec, fresh)
   if codec == nil or codec == "json" then
-    return function(v, name) return dumps_json(v, name) end
+    return function(v, name) return dumps_json(v, name, fresh) end
   elseif codec == "binary" then
-    return function(v, name) return bdumps(v, name, classes) end
+    return function(v, name) return bdumps(v, name, classes, nil, nil, fresh) end
   end
   error("bad argument #1 to 'encoder' (\"json\" or \"binary\" expected)", 2)
+end
+
+--- slice_encoder(codec) -> function(list, first, last, name, fresh)
+-- returning the pickle of {list[first], ..., list[last]} (nil holes kept):
+-- a pool's chunk of arguments, written without building that table when
+-- it can. fresh as in encoder (at least 1: the slice itself).
+function M.slice_encoder(codec)
+  if codec == nil or codec == "json" then
+    return function(list, first, last, name, fresh)
+      local t, m = {}, 0
+      for i = first, last do
+        m = m + 1
+        t[m] = list[i]
+      end
+      return dumps_json(t, name, fresh or 1)
+    end
+  elseif codec == "binary" then
+    return function(list, first, last, name, fresh)
+      return bdumps(list, name, classes, first, last, fresh or 1)
+    end
+  end
+  error("bad argument #1 to 'slice_encoder' (\"json\" or \"binary\" expected)", 2)
+end
+
+--- loads_into(s, out, offset, n): s holds a list of at most n items (the
+-- pickle of a table whose keys are in 1..n); item i is stored in
+-- out[offset + i]. A pool files a chunk of results this way.
+function M.loads_into(s, out, offset, n)
+  if byte(s, 1) == BINARY_MAGIC then return bloads_into(s, false, classes, out, offset, n) end
+  local t = loads_json(s, false)
+  if type(t) ~= "table" then raise("malformed input: not a list") end
+  for i = 1, n do out[offset + i] = t[i] end
 end
 
 M.MAX_DEPTH = MAX_DEPTH

@@ -30,7 +30,7 @@ local M = {}
 local my_pid = proc.getpid()
 local function getpid() return my_pid end
 local unpack = table.unpack or unpack
-local loads = pickle.loads
+local loads, loads_into = pickle.loads, pickle.loads_into
 -- Every live pool of this Lua state: _poll_all and _fileno_all (the C
 -- host's lmp_poll and lmp_fileno, modules/lembed.c) drive what is here, so
 -- any pool made by _new_pool (ThreadPool too) joins a host's loop.
@@ -90,7 +90,7 @@ end
 function M._worker_main(fd, info)
   local ch = CP.worker(fd)
   local recv, send = ch.recv, ch.send
-  local dumps = pickle.encoder(info.codec or "json")
+  local dumps = pickle.encoder(info.codec or "json", 1)   -- a fresh result list
   local who = info.name or P.current_process().name
   if info.initializer then
     info.initializer(unpack(info.initargs or {}))
@@ -283,7 +283,8 @@ function M._new_pool(opts, launcher)
     _owner = getpid(), _state = "run",
     _info = {codec = codec, initializer = opts.initializer,
              initargs = opts.initargs, maxtasks = maxt},
-    _dumps = pickle.encoder(codec),
+    _dumps = pickle.encoder(codec), _slice = pickle.slice_encoder(codec),
+    _dumps_call = pickle.encoder(codec, 2),   -- {args}: both levels fresh
     core = CP.new(n, maxt or 0), workers = {}, jobs = {}, feeders = {},
     fn_ids = setmetatable({}, {__mode = "k"}), next_fid = 0, next_job = 0,
   }, M._pool_mt)
@@ -376,7 +377,9 @@ function Pool:_events()
       local job = self.jobs[jobid]
       if job then
         job._nchunks = (job._nchunks or 0) + 1
-        if ok then
+        if ok and job._on_payload then
+          job:_on_payload(k, first, n, payload)
+        elseif ok then
           job:_on_chunk(k, first, n, loads(payload))
         else
           local w = self.workers[slot]
@@ -460,19 +463,15 @@ end
 
 -- Queues the chunks of list (1..n) for job; returns the chunk count.
 function Pool:_submit_list(job, fn, list, n, chunksize, star)
-  local fid, dumps, c = self:_fid(fn), self._dumps, self.core
+  local fid, slice, c = self:_fid(fn), self._slice, self.core
   local flags = star and F_STAR or 0
   chunksize = chunksize or default_chunksize(n, self.n)
   local k = 0
   for first = 1, n, chunksize do
     local last = math.min(first + chunksize - 1, n)
-    local args, m = {}, 0
-    for i = first, last do
-      m = m + 1
-      args[m] = list[i]
-    end
     k = k + 1
-    c:submit(job._id, k, fid, first, last - first + 1, flags, dumps(args, "args"))
+    c:submit(job._id, k, fid, first, last - first + 1, flags,
+      slice(list, first, last, "args", star and 2 or 1))
   end
   return k
 end
@@ -487,7 +486,7 @@ function Pool:apply_async(fn, args, opts)
   local job = self:_new_job("apply_async", opts)
   job._on_chunk = apply_chunk
   local fid = self:_fid(fn)
-  self.core:submit(job._id, 1, fid, 1, 1, F_STAR, self._dumps({args or {}}, "args"))
+  self.core:submit(job._id, 1, fid, 1, 1, F_STAR, self._dumps_call({args or {}}, "args"))
   return job
 end
 
@@ -504,14 +503,26 @@ local function progress_line(job)
   if done == total then io.stderr:write("\n") end
 end
 
+-- A chunk of results, or its error; results == nil: already filed by
+-- map_payload.
 local function map_chunk(job, _, first, n, results, err)
   if err then return job:_finish(nil, err) end
   local out = job._results
-  for i = 1, n do out[first + i - 1] = results[i] end
+  if results then
+    for i = 1, n do out[first + i - 1] = results[i] end
+  end
   job._left = job._left - 1
   job._done = job._done + n
   if job._progress then progress_line(job) end
   if job._left == 0 then job:_finish(out) end
+end
+
+-- Files a pickled chunk of results straight into job._results.
+local function map_payload(job, k, first, n, payload)
+  if job._ready then return end
+  local ok, err = pcall(loads_into, payload, job._results, first - 1, n)
+  if ok then return map_chunk(job, k, first, n) end
+  map_chunk(job, k, first, n, nil, err)
 end
 
 function Pool:_map_async(fname, fn, list, cs_or_opts, opts, star)
@@ -527,6 +538,7 @@ function Pool:_map_async(fname, fn, list, cs_or_opts, opts, star)
   -- callbacks may come in the options table given in chunksize's place
   local job = self:_new_job(fname, opts or (type(cs_or_opts) == "table" and cs_or_opts or nil))
   job._results, job._on_chunk, job._done, job._n = {}, map_chunk, 0, n
+  job._on_payload = map_payload
   job._progress = o.progress and CP.isatty(2) or false
   job._t0 = core.time()
   job._left = self:_submit_list(job, fn, list, n, chunksize, star)
