@@ -50,6 +50,7 @@ typedef struct worker {
   lmp_frame_writer out;
   chunk *held[LMP_POOL_AHEAD_MAX];   /* in send order */
   int nheld, ahead;              /* chunks held, and allowed */
+  int topping;                   /* dispatch may give it chunks now */
   double last_done, per_chunk;   /* time of the last result; EWMA of the
                                     seconds a chunk takes (< 0: unknown) */
   uint32_t *fids;                /* functions this worker has */
@@ -229,6 +230,18 @@ static void chunk_free(lmp_pool *p, chunk *c) {
 int lmp_pool_submit(lmp_pool *p, uint64_t job, uint32_t k, uint32_t fid,
                     uint32_t first, uint32_t n, uint32_t flags,
                     const void *args, size_t len) {
+  int e = lmp_pool_enqueue(p, job, k, fid, first, n, flags, args, len);
+  if (e == 0) dispatch(p);
+  return e;
+}
+
+void lmp_pool_dispatch(lmp_pool *p) {
+  dispatch(p);
+}
+
+int lmp_pool_enqueue(lmp_pool *p, uint64_t job, uint32_t k, uint32_t fid,
+                     uint32_t first, uint32_t n, uint32_t flags,
+                     const void *args, size_t len) {
   fnent *f = fn_find(p, fid);
   chunk *c;
   if (!f) return -ENOENT;
@@ -245,7 +258,6 @@ int lmp_pool_submit(lmp_pool *p, uint64_t job, uint32_t k, uint32_t fid,
   c->len = LMP_POOL_TASK_HDR + len;
   if (len) memcpy(c->buf + LMP_POOL_TASK_HDR, args, len);
   q_push_back(p, c);
-  dispatch(p);
   return 0;
 }
 
@@ -506,6 +518,13 @@ static int can_take(const lmp_pool *p, const worker *w, int nheld) {
          (p->maxtasks == 0 || w->sent < p->maxtasks);
 }
 
+/* A busy worker is topped up only once it is down to half of what it may
+ * hold: then it gets several chunks in one write (and wakes once for
+ * them) instead of one write and one wake-up per chunk done. */
+static int wants_more(const worker *w) {
+  return w->nheld <= w->ahead / 2;
+}
+
 static void worker_end(lmp_pool *p, int slot);
 
 /* Hands queued chunks to workers with room: first to idle workers, then
@@ -513,12 +532,13 @@ static void worker_end(lmp_pool *p, int slot);
  * worker that got something. */
 static void dispatch(lmp_pool *p) {
   int pass, i, any = 0;
+  for (i = 0; i < p->nslots; i++) p->w[i].topping = wants_more(&p->w[i]);
   for (pass = 0; pass < LMP_POOL_AHEAD_MAX && p->qhead; pass++) {
     for (i = 0; i < p->nslots && p->qhead; i++) {
       int slot = (p->rr + i) % p->nslots;
       worker *w = &p->w[slot];
       chunk *c;
-      if (!can_take(p, w, pass)) continue;
+      if (!w->topping || !can_take(p, w, pass)) continue;
       c = p->qhead;
       q_unlink(p, c);
       any = 1;

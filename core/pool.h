@@ -13,7 +13,9 @@
  * about LMP_POOL_AHEAD_SECS of work (2 to LMP_POOL_AHEAD_MAX chunks in
  * its hands), so tiny tasks are not throttled by the round trip to the
  * master, while long ones never wait behind each other on one worker
- * when another could take them.
+ * when another could take them. A busy worker is topped up once it is
+ * down to half of that, so that it gets several chunks per write and
+ * per wake-up, not one for each chunk it finishes.
  *
  * A function travels once per worker: the first chunk using function id
  * F on a worker is preceded by a DEF frame carrying F's payload; later
@@ -121,6 +123,14 @@ int lmp_pool_has_fn(lmp_pool *p, uint32_t fid);
 int lmp_pool_submit(lmp_pool *p, uint64_t job, uint32_t k, uint32_t fid,
                     uint32_t first, uint32_t n, uint32_t flags,
                     const void *args, size_t len);
+/* The same without sending: a caller queueing many chunks at once calls
+ * lmp_pool_dispatch after the last, so that each worker gets its share
+ * in one write instead of one write per chunk. */
+int lmp_pool_enqueue(lmp_pool *p, uint64_t job, uint32_t k, uint32_t fid,
+                     uint32_t first, uint32_t n, uint32_t flags,
+                     const void *args, size_t len);
+/* Sends queued chunks to the workers that have room. */
+void lmp_pool_dispatch(lmp_pool *p);
 /* Removes job's queued chunks: the number removed. */
 long lmp_pool_drop_job(lmp_pool *p, uint64_t job);
 /* 1 if a chunk of job is in a worker's hands. */

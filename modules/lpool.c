@@ -130,7 +130,8 @@ static int p_has_fn(lua_State *L) {
   return 1;
 }
 
-/* submit(job, k, fid, first, n, flags, payload) */
+/* submit(job, k, fid, first, n, flags, payload [, later]): later = true
+ * only queues the chunk; dispatch() (or the next step) sends it. */
 static int p_submit(lua_State *L) {
   lmp_pool *p = check_open(L, 1);
   lua_Integer job = luaL_checkinteger(L, 2);
@@ -139,9 +140,16 @@ static int p_submit(lua_State *L) {
   uint32_t flags = check_u32(L, 7);
   size_t len;
   const char *s = luaL_checklstring(L, 8, &len);
-  int e = lmp_pool_submit(p, (uint64_t)job, k, fid, first, n, flags, s, len);
+  int e = lua_toboolean(L, 9)
+    ? lmp_pool_enqueue(p, (uint64_t)job, k, fid, first, n, flags, s, len)
+    : lmp_pool_submit(p, (uint64_t)job, k, fid, first, n, flags, s, len);
   if (e == -ENOENT) return luaL_argerror(L, 4, "function id not defined");
   if (e < 0) return raise_errno(L, e, "submit");
+  return 0;
+}
+
+static int p_dispatch(lua_State *L) {
+  lmp_pool_dispatch(check_open(L, 1));
   return 0;
 }
 
@@ -314,6 +322,7 @@ int luaopen_lmp_c_pool(lua_State *L) {
     {"step", p_step},
     {"stop", p_stop},
     {"submit", p_submit},
+    {"dispatch", p_dispatch},
     {"used", p_used},
     {NULL, NULL}
   };

@@ -285,6 +285,7 @@ function M._new_pool(opts, launcher)
              initargs = opts.initargs, maxtasks = maxt},
     _dumps = pickle.encoder(codec), _slice = pickle.slice_encoder(codec),
     _dumps_call = pickle.encoder(codec, 2),   -- {args}: both levels fresh
+    _dumps_list = pickle.encoder(codec, 1),   -- a chunk of items we built
     core = CP.new(n, maxt or 0), workers = {}, jobs = {}, feeders = {},
     fn_ids = setmetatable({}, {__mode = "k"}), next_fid = 0, next_job = 0,
   }, M._pool_mt)
@@ -396,16 +397,17 @@ end
 function Pool:_feed()
   local f = self.feeders[1]
   if not f then return end
-  local want = 2 * self.n + 2
+  local want = 8 * self.n + 2      -- enough to top a worker up in one write
   local queued = self.core:queued()
   while queued < want do
     if not f() then
       table.remove(self.feeders, 1)
       f = self.feeders[1]
-      if not f then return end
+      if not f then break end
     end
     queued = queued + 1
   end
+  self.core:dispatch()
 end
 
 -- One turn of the loop: waits up to timeout (nil: until something
@@ -470,9 +472,12 @@ function Pool:_submit_list(job, fn, list, n, chunksize, star)
   for first = 1, n, chunksize do
     local last = math.min(first + chunksize - 1, n)
     k = k + 1
+    -- the first chunks go out at once (idle workers start while the rest
+    -- are pickled); the rest wait, and each worker gets its share in one write
     c:submit(job._id, k, fid, first, last - first + 1, flags,
-      slice(list, first, last, "args", star and 2 or 1))
+      slice(list, first, last, "args", star and 2 or 1), k > self.n)
   end
+  c:dispatch()
   return k
 end
 
@@ -600,7 +605,7 @@ function Pool:_imap(fname, fn, src, chunksize, timeout, ordered)
   job._chunks, job._errors, job._arrived, job._narrived = {}, {}, {}, 0
   job._on_chunk = imap_chunk
   local fid, k, first, exhausted = self:_fid(fn), 0, 1, false
-  local pool, dumps, c = self, self._dumps, self.core
+  local pool, dumps, c = self, self._dumps_list, self.core
   -- Queues one chunk; false once the input is exhausted.
   local function feed()
     if exhausted or job._ready then return false end
@@ -614,7 +619,7 @@ function Pool:_imap(fname, fn, src, chunksize, timeout, ordered)
     if m == 0 then return false end
     if not c:has_fn(fid) then fid = pool:_fid(fn) end
     k = k + 1
-    c:submit(job._id, k, fid, first, m, 0, dumps(args, "args"))
+    c:submit(job._id, k, fid, first, m, 0, dumps(args, "args"), true)   -- _feed dispatches
     first = first + m
     return not exhausted
   end

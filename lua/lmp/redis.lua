@@ -637,6 +637,22 @@ local function traceback_handler(e)
   return {message = tostring(kind and e.message or e), kind = kind, traceback = tb}
 end
 
+-- Functions already loaded in this worker, by their pickled bytes: a map
+-- sends one function with every task, and loading bytecode costs more
+-- than a tiny task. As in a local Pool's workers, a function is loaded
+-- once and its upvalues live on between tasks.
+local fn_cache, fn_cached = {}, 0
+local FN_CACHE_MAX = 64
+
+local function load_fn(P, fbytes)
+  local f = fn_cache[fbytes]
+  if f then return f end
+  f = P.loads(fbytes)
+  if fn_cached >= FN_CACHE_MAX then fn_cache, fn_cached = {}, 0 end
+  fn_cache[fbytes], fn_cached = f, fn_cached + 1
+  return f
+end
+
 --- _run_task(fbytes, abytes, n, star, max_result, who) runs in a pool
 -- worker: returns the result value ("O"... or "E"...). An interruption
 -- is raised again so that the task counts as not done.
@@ -645,7 +661,7 @@ function M._run_task(fbytes, abytes, n, star, max_result, who)
   local results, dumps = {}, P.dumps
   local i = 0
   local ok, err = xpcall(function()
-    local f = P.loads(fbytes)
+    local f = load_fn(P, fbytes)
     local args = P.loads(abytes)
     for j = 1, n do
       i = j

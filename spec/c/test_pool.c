@@ -116,6 +116,33 @@ TEST(results_come_back_with_their_chunk) {
   reap(&c[1]);
 }
 
+TEST(enqueued_chunks_wait_for_dispatch_then_go_in_one_batch) {
+  lmp_pool *p;
+  lmp_pool_event ev[12];
+  child c;
+  int i;
+  CHECK_EQ(lmp_pool_new(&p, 1, 0), 0);
+  c = start_worker(p, 0, 0);
+  CHECK_EQ(lmp_pool_define(p, 3, "f", 1), 0);
+  for (i = 1; i <= 12; i++)
+    CHECK_EQ(lmp_pool_enqueue(p, 2, (uint32_t)i, 3, (uint32_t)i, 1, 0, "ok", 2), 0);
+  CHECK_EQ(lmp_pool_enqueue(p, 2, 13, 99, 13, 1, 0, "x", 1), -ENOENT);
+  CHECK_EQ(lmp_pool_queued(p), 12);
+  CHECK_EQ(lmp_pool_inflight(p), 0);       /* nothing sent before dispatch */
+  lmp_pool_dispatch(p);
+  CHECK(lmp_pool_inflight(p) >= 1);
+  CHECK_EQ(lmp_pool_queued(p) + lmp_pool_inflight(p), 12);
+  CHECK_EQ(collect(p, ev, 12, 5), 12);
+  for (i = 0; i < 12; i++) {
+    CHECK_EQ(ev[i].kind, LMP_POOL_EV_DONE);
+    CHECK_EQ(ev[i].k, (uint32_t)i + 1);     /* one worker: in order */
+    lmp_pool_event_free(&ev[i]);
+  }
+  CHECK_EQ(lmp_pool_queued(p), 0);
+  lmp_pool_free(p);
+  reap(&c);
+}
+
 TEST(a_busy_worker_killed_loses_its_chunk_and_requeues_the_rest) {
   lmp_pool *p;
   lmp_pool_event ev[4];
@@ -305,5 +332,6 @@ int main(void) {
   RUN(a_worker_is_told_to_forget_and_to_stop);
   RUN(a_worker_with_quick_chunks_is_given_more_ahead);
   RUN(step_returns_by_its_deadline);
+  RUN(enqueued_chunks_wait_for_dispatch_then_go_in_one_batch);
   return ctest_summary();
 }
