@@ -4,8 +4,12 @@
  * Slots are 1-based here, 0-based in core/. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "../core/clock.h"
 #include "../core/fd.h"
@@ -258,13 +262,24 @@ static const char *msg_name(int type) {
   }
 }
 
-/* recv() -> "task", fid, args, cid, first, n, flags
+/* recv([timeout]) -> "task", fid, args, cid, first, n, flags
  *         | "def", fid, payload | "forget", fid | "stop"
+ *         | "idle" (nothing came within timeout)
  *         | nil (the master is gone) */
 static int w_recv(lua_State *L) {
   wchan *w = check_wchan(L);
   lmp_pool_msg m;
-  int e = lmp_pool_worker_recv(w->fd, &w->in, &m, LMP_FOREVER);
+  int e;
+  if (!lua_isnoneornil(L, 2) && lmp_frame_reader_pending(&w->in) == 0) {
+    /* the fd blocks (one read per message): wait for input first */
+    e = lmp_fd_wait(w->fd, POLLIN, lmp_deadline(luaL_checknumber(L, 2)));
+    if (e == 0) {
+      lua_pushliteral(L, "idle");
+      return 1;
+    }
+    if (e < 0) return raise_errno(L, e, "worker recv");
+  }
+  e = lmp_pool_worker_recv(w->fd, &w->in, &m, LMP_FOREVER);
   if (e == -EPIPE || e == -ECONNRESET) return 0;
   if (e < 0) return raise_errno(L, e, "worker recv");
   lua_pushstring(L, msg_name(m.type));
@@ -292,6 +307,17 @@ static int w_send(lua_State *L) {
   }
   if (e < 0) return raise_errno(L, e, "worker send");
   lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* trim() gives the C heap's free memory back to the system (glibc's
+ * malloc_trim): an idle worker should not keep the peak of its last job. */
+static int l_trim(lua_State *L) {
+#if defined(__GLIBC__)
+  lua_pushboolean(L, malloc_trim(0));
+#else
+  lua_pushboolean(L, 0);
+#endif
   return 1;
 }
 
@@ -330,6 +356,7 @@ int luaopen_lmp_c_pool(lua_State *L) {
     {"isatty", l_isatty},
     {"new", l_new},
     {"worker", l_worker},
+    {"trim", l_trim},
     {NULL, NULL}
   };
   static const luaL_Reg wmeta[] = {

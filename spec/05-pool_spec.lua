@@ -406,6 +406,33 @@ describe("lmp.Pool life cycle", function()
     pool:terminate()
   end)
 
+  it("an idle worker gives back the memory of its last job", function()
+    local pool = lmp.Pool{processes = 1}
+    local function rss_kb(pid)
+      for line in io.lines("/proc/" .. pid .. "/status") do
+        local kb = line:match("^VmRSS:%s+(%d+)")
+        if kb then return tonumber(kb) end
+      end
+    end
+    local pid = pool:apply(function()
+      local big = {}
+      for i = 1, 200000 do big[i] = string.rep("x", 40) .. i end   -- ~20 MB of strings
+      return lmp.current_process().pid
+    end)
+    local peak = rss_kb(pid)
+    assert.is_true(peak > 15000, "the job did not grow the worker: " .. peak .. " kB")
+    -- LuaJIT's own allocator keeps some of its arenas: less comes back
+    local limit = peak * (rawget(_G, "jit") and 0.8 or 0.5)
+    local deadline, now = lmp.time() + 5, rss_kb(pid)
+    while now > limit and lmp.time() < deadline do
+      lmp.sleep(0.02)
+      now = rss_kb(pid)
+    end
+    assert.is_true(now <= limit, ("still %d kB of a %d kB peak"):format(now, peak))
+    assert.equal(2, pool:apply(function(x) return x + 1 end, {1}))   -- and it still works
+    pool:terminate()
+  end)
+
   it("rejects bad arguments clearly", function()
     assert.has_error(function() lmp.Pool{processes = 0} end)
     assert.has_error(function() lmp.Pool{codec = "xml"} end)

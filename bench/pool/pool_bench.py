@@ -31,12 +31,13 @@ if __name__ == "__main__":
         n = 2000
         out["apply_latency"] = best(lambda: [pool.apply_async(noop, (1,)).get() for _ in range(n)]) / n
         out["imap_unordered1"] = len(items) / best(lambda: list(pool.imap_unordered(noop, items, 1)), 1)
+        time.sleep(0.5)   # idle, as the lmp side measures it
         pids = [p.pid for p in pool._pool]
         rss, pss = rss_pss(pids[0])
         out["idle_rss_kb"], out["idle_pss_kb"] = rss, pss
     def start_stop():
         p = mp.Pool(2); p.close(); p.join()
-    out["start_join"] = best(start_stop, 5)
+    out["start_join"] = best(start_stop, 20)
     for w in (1, 2, 4):
         with mp.Pool(w) as pool:
             out[f"cpu_{w}"] = 400 / best(lambda: pool.map(cpu_1ms, range(400), 1), 1)

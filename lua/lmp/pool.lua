@@ -60,6 +60,10 @@ local function traceback_handler(e)
           traceback = debug.traceback("", 2)}
 end
 
+-- A worker with nothing to do for this long collects its garbage and
+-- gives free memory back to the system (once per idle spell).
+local IDLE_SECS = 0.1
+
 -- Runs f over a chunk inside one xpcall; on error, i tells which item.
 local function run_chunk(f, args, n, star, first, who)
   local results, i = {}, 0
@@ -96,9 +100,16 @@ function M._worker_main(fd, info)
     info.initializer(unpack(info.initargs or {}))
   end
   local fns, bad, done, maxtasks = {}, {}, 0, info.maxtasks
+  local busy = false       -- worked since it last gave memory back
   while true do
-    local op, fid, data, cid, first, n, flags = recv(ch)
-    if op == "task" then
+    local op, fid, data, cid, first, n, flags = recv(ch, busy and IDLE_SECS or nil)
+    if op == "idle" then
+      -- nothing to do for a while: give the last job's peak back
+      collectgarbage()
+      CP.trim()
+      busy = false
+    elseif op == "task" then
+      busy = true
       local f, results, err = fns[fid], nil, nil
       local okl, args = pcall(loads, data)
       if not f or not okl then
