@@ -1094,6 +1094,10 @@ static void bdec_init(bdec *d, lua_State *L, const char *s, size_t n) {
   d->nkeys = 0;
   if (get_byte(d) != MAGIC) dec_fail(d, "not the binary format");
   d->refs = get_byte(d) & F_REFS;
+  lua_newtable(L);
+  d->objs = lua_gettop(L);
+  lua_newtable(L);
+  d->keys = lua_gettop(L);
 }
 
 /* bloads(s [, nofunc [, classes]]) -> v */
@@ -1103,10 +1107,6 @@ static int l_bloads(lua_State *L) {
   bdec d;
   lua_settop(L, 3);
   bdec_init(&d, L, s, n);
-  lua_newtable(L);
-  d.objs = 4;
-  lua_newtable(L);
-  d.keys = 5;
   dec_value(&d, 0);
   if (d.p != d.end) dec_fail(&d, "trailing bytes");
   return 1;
@@ -1133,10 +1133,6 @@ static int l_bloads_into(lua_State *L) {
   luaL_checktype(L, 4, LUA_TTABLE);
   lua_settop(L, 6);
   bdec_init(&d, L, s, len);
-  lua_newtable(L);
-  d.objs = 7;
-  lua_newtable(L);
-  d.keys = 8;
   if (get_byte(&d) != B_TABLE) dec_fail(&d, "not a list");
   narr = get_count(&d, 1);
   nhash = get_count(&d, 2);

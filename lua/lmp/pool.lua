@@ -562,21 +562,32 @@ function Pool:_map_async(fname, fn, list, cs_or_opts, opts, star)
   return job
 end
 
-function Pool:map_async(fn, list, chunksize, opts)
-  return self:_map_async("map_async", fn, list, chunksize, opts, false)
+--- _add_map_methods(class): map, map_async, starmap, starmap_async, imap
+-- and imap_unordered over the class's _map_async and _imap (Pool and
+-- RedisPool share them).
+function M._add_map_methods(cls)
+  function cls:map_async(fn, list, chunksize, opts)
+    return self:_map_async("map_async", fn, list, chunksize, opts, false)
+  end
+  function cls:map(fn, list, chunksize)
+    return self:_map_async("map", fn, list, chunksize, nil, false):get()
+  end
+  function cls:starmap_async(fn, list, chunksize, opts)
+    return self:_map_async("starmap_async", fn, list, chunksize, opts, true)
+  end
+  function cls:starmap(fn, list, chunksize)
+    return self:_map_async("starmap", fn, list, chunksize, nil, true):get()
+  end
+  --- imap(fn, list_or_iterator [, chunksize [, timeout]]): results in order.
+  function cls:imap(fn, src, chunksize, timeout)
+    return self:_imap("imap", fn, src, chunksize, timeout, true)
+  end
+  --- imap_unordered(...): results as they finish.
+  function cls:imap_unordered(fn, src, chunksize, timeout)
+    return self:_imap("imap_unordered", fn, src, chunksize, timeout, false)
+  end
 end
-
-function Pool:map(fn, list, chunksize)
-  return self:_map_async("map", fn, list, chunksize, nil, false):get()
-end
-
-function Pool:starmap_async(fn, list, chunksize, opts)
-  return self:_map_async("starmap_async", fn, list, chunksize, opts, true)
-end
-
-function Pool:starmap(fn, list, chunksize)
-  return self:_map_async("starmap", fn, list, chunksize, nil, true):get()
-end
+M._add_map_methods(Pool)
 
 ---------------------------------------------------------------- imap
 
@@ -685,15 +696,6 @@ function Pool:_imap(fname, fn, src, chunksize, timeout, ordered)
   end
 end
 
---- imap(fn, list_or_iterator [, chunksize [, timeout]]): results in order.
-function Pool:imap(fn, src, chunksize, timeout)
-  return self:_imap("imap", fn, src, chunksize, timeout, true)
-end
-
---- imap_unordered(...): results as they finish.
-function Pool:imap_unordered(fn, src, chunksize, timeout)
-  return self:_imap("imap_unordered", fn, src, chunksize, timeout, false)
-end
 
 ---------------------------------------------------------------- life cycle
 

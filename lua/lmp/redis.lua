@@ -392,18 +392,6 @@ function RedisPool:_map_async(fname, fn, list, chunksize, opts, star)
   return job
 end
 
-function RedisPool:map_async(fn, list, chunksize, opts)
-  return self:_map_async("map_async", fn, list, chunksize, opts, false)
-end
-function RedisPool:map(fn, list, chunksize)
-  return self:_map_async("map", fn, list, chunksize, nil, false):get()
-end
-function RedisPool:starmap_async(fn, list, chunksize, opts)
-  return self:_map_async("starmap_async", fn, list, chunksize, opts, true)
-end
-function RedisPool:starmap(fn, list, chunksize)
-  return self:_map_async("starmap", fn, list, chunksize, nil, true):get()
-end
 
 ---------------------------------------------------------------- imap
 
@@ -477,12 +465,7 @@ function RedisPool:_imap(fname, fn, src, chunksize, timeout, ordered)
   end
 end
 
-function RedisPool:imap(fn, src, chunksize, timeout)
-  return self:_imap("imap", fn, src, chunksize, timeout, true)
-end
-function RedisPool:imap_unordered(fn, src, chunksize, timeout)
-  return self:_imap("imap_unordered", fn, src, chunksize, timeout, false)
-end
+require("lmp.pool")._add_map_methods(RedisPool)
 
 ---------------------------------------------------------------- collecting
 
