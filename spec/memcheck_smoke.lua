@@ -34,6 +34,22 @@ section("pickle", function()
     assert(f(1) == 4)
   end
   assert(not pcall(p.dumps, coroutine.create(function() end)))
+  -- one-walk tables with counts that outgrow their slot, slices, loads_into
+  local big, holes = {}, {1, nil, 3}
+  for i = 300, 1, -1 do big[i] = i end
+  big.k = {x = 1}
+  for _, fmt in ipairs{"json", "binary"} do
+    local u = p.loads(p.dumps(big, {format = fmt}))
+    assert(u[300] == 300 and u.k.x == 1)
+    local sl = p.slice_encoder(fmt)(big, 2, 299, "args")
+    local out = {}
+    p.loads_into(sl, out, 10, 298)
+    assert(out[11] == 2 and out[308] == 299)
+    p.loads_into(p.dumps(holes, {format = fmt}), out, 0, 3)
+    assert(out[1] == 1 and out[2] == nil and out[3] == 3)
+    assert(p.loads(p.encoder(fmt, 1)({lmp, {1}}))[1] == lmp)
+  end
+  assert(not pcall(p.loads_into, p.dumps({1, 2}, {format = "binary"}), {}, 0, 1))
 end)
 
 section("pipe", function()
@@ -57,6 +73,16 @@ section("process", function()
 end)
 
 section("pool", function()
+  local bpool = lmp.Pool{processes = 2, codec = "binary"}
+  local list = {}
+  for i = 1, 5000 do list[i] = i end
+  local br = bpool:map(function(x) return x % 3 ~= 0 and x or nil end, list)
+  assert(br[1] == 1 and br[3] == nil and br[5000] == 5000)
+  local n = 0
+  for _ in bpool:imap_unordered(function(x) return x end, list, 7) do n = n + 1 end
+  assert(n == 5000)
+  bpool:close()
+  assert(bpool:join(60))
   local pool = lmp.Pool{processes = 2}
   local r = pool:map(function(x) return x * 2 end, {1, 2, 3, 4})
   assert(r[4] == 8)
