@@ -724,8 +724,8 @@ static int l_bdumps(lua_State *L) {
   lua_settop(L, 6);
   if (!lua_isnil(L, 4)) {
     luaL_checktype(L, 1, LUA_TTABLE);
-    luaL_checkinteger(L, 4);
-    luaL_checkinteger(L, 5);
+    luaL_argcheck(L, luaL_checkinteger(L, 5) >= luaL_checkinteger(L, 4) - 1, 5,
+                  "slice ends before it starts");
   }
   luaL_optinteger(L, 6, 0);
   if (e->busy) e = benc_new(L);   /* reentered from a __pickle hook */

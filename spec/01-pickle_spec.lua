@@ -236,6 +236,8 @@ describe("lmp.pickle", function()
         assert.is_nil(t[6])
         local m = pickle.loads(enc({{7, 8}, {9}}, 1, 2, "args", 2))
         assert.same({{7, 8}, {9}}, m)
+        assert.same({}, pickle.loads(enc(list, 3, 2, "args")))      -- an empty slice
+        assert.has_error(function() enc(list, 5, 2, "args") end)
         local msg = pickle_error(enc, {1, coroutine.create(function() end)}, 1, 2, "args")
         assert.matches("args%[2%]: cannot pickle thread", msg)
       end)

@@ -533,6 +533,7 @@ end
 function M.slice_encoder(codec)
   if codec == nil or codec == "json" then
     return function(list, first, last, name, fresh)
+      if last < first - 1 then error("bad argument #3 (slice ends before it starts)", 2) end
       local t, m = {}, 0
       for i = first, last do
         m = m + 1
