@@ -37,7 +37,9 @@ end
 local items = {}
 for i = 1, N_TINY do items[i] = i end
 local tp = lmp.ThreadPool{threads = 2}
-local tiny = rate(tp, function(x) return x + 1 end, items)
+local function inc(x) return x + 1 end
+local tiny = 0
+for _ = 1, 5 do tiny = math.max(tiny, rate(tp, inc, items)) end   -- best of 5, as Python's
 tp:terminate()
 
 local cpu_rates = {}

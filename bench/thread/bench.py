@@ -21,7 +21,8 @@ def rate(pool, fn, items, chunksize=None):
 if __name__ == "__main__":
     n_tiny, n_cpu, work = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     with ThreadPool(2) as p:
-        tiny_rate = rate(p, tiny, list(range(n_tiny)))
+        items = list(range(n_tiny))
+        tiny_rate = max(rate(p, tiny, items) for _ in range(5))   # best of 5, as lmp's
     res = []
     for threads in (1, 2):
         with ThreadPool(threads) as p:
