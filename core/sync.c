@@ -112,8 +112,25 @@ static int lock_result(lmp_mutex *m, int r) {
   return 0;
 }
 
+/* Held locks are mostly held briefly: a few tries, with the CPU told we
+ * are spinning, usually get it without a trip into the kernel. */
+#define SPIN_TRIES 64
+
+static void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __asm__ __volatile__("pause");
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
 static int mutex_lock(lmp_mutex *m, double deadline, int intr) {
-  int r = pthread_mutex_trylock(&m->m);
+  int r = pthread_mutex_trylock(&m->m), spin;
+  for (spin = 0; r == EBUSY && spin < SPIN_TRIES; spin++) {
+    int k;
+    for (k = 0; k < 8; k++) cpu_relax();
+    r = pthread_mutex_trylock(&m->m);
+  }
   while (r == EBUSY) {
     struct timespec ts;
     double until;
