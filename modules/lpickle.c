@@ -34,14 +34,6 @@ typedef struct {
   uint32_t gen;
 } pset;
 
-static int pset_gc(lua_State *L) {
-  pset *s = (pset *)lua_touserdata(L, 1);
-  free(s->slots);
-  s->slots = NULL;
-  s->cap = s->used = 0;
-  return 0;
-}
-
 static void pset_reset(pset *s) {
   s->used = 0;
   if (++s->gen == 0) {   /* wrapped: stale stamps could match again */
@@ -88,6 +80,18 @@ static int pset_add(pset *s, const void *p) {
   s->slots[j].gen = s->gen;
   s->used++;
   return 1;
+}
+
+/* 1 if p is in the set. */
+static int pset_has(const pset *s, const void *p) {
+  size_t j;
+  if (!s->cap) return 0;
+  j = phash(p) & (s->cap - 1);
+  while (s->slots[j].gen == s->gen) {
+    if (s->slots[j].p == p) return 1;
+    j = (j + 1) & (s->cap - 1);
+  }
+  return 0;
 }
 
 /* ---- scalars ---- */
@@ -174,8 +178,9 @@ int lmp_pickle_string_is_plain(lua_State *L, int idx) {
 typedef struct {
   lua_State *L;
   pset *seen;
+  const pset *named;  /* cached tables that travel by name, or NULL */
   int classes;   /* stack index of the class table */
-  int marked;    /* named tables are in seen */
+  int marked;    /* named tables are in seen (or in named) */
   int fresh;     /* levels the caller just made (see l_plain) */
 } plainctx;
 
@@ -196,6 +201,7 @@ static int table_is_plain(plainctx *c, int idx, int depth) {
     mark_named(L, c->seen, c->classes);
     c->marked = 1;
   }
+  if (c->named && pset_has(c->named, lua_topointer(L, idx))) return 0;
   r = pset_add(c->seen, lua_topointer(L, idx));
   if (r < 0) luaL_error(L, "not enough memory");
   if (r == 0) return 0;
@@ -264,16 +270,110 @@ static void mark_named(lua_State *L, pset *seen, int classes) {
   }
 }
 
+/* What plain() keeps between calls: the set of tables one walk met, and
+ * a cache of the tables that travel by name. Walking package.loaded for
+ * those on every call cost half of pickling a small table, so the cache
+ * is rebuilt only when something may have changed: a new key in
+ * package.loaded (a __newindex hook that lmp sets on it, when it has no
+ * metatable of its own: `require` and plain assignments of new names go
+ * through it), a class registered (names_changed), or another globals or
+ * class table. Not seen: a rawset into package.loaded, or an entry
+ * replaced in place; a plain-data table that became a module that way is
+ * written as data until the next require. Without the hook (package.loaded
+ * has another metatable) every call walks package.loaded as before. */
+typedef struct {
+  pset seen, named;
+  int named_ok;              /* named matches what travels by name now */
+  const void *globals_at, *classes_at;
+  int loaded_ref, hook_ref;  /* registry refs; hook_ref LUA_REFNIL: no hook */
+} plainstate;
+
+static int plainstate_gc(lua_State *L) {
+  plainstate *st = (plainstate *)lua_touserdata(L, 1);
+  free(st->seen.slots);
+  free(st->named.slots);
+  memset(st, 0, sizeof *st);
+  return 0;
+}
+
+/* package.loaded's __newindex: store, and forget the cached names. */
+static int loaded_newindex(lua_State *L) {
+  plainstate *st = (plainstate *)lua_touserdata(L, lua_upvalueindex(1));
+  lua_settop(L, 3);
+  lua_rawset(L, 1);
+  st->named_ok = 0;
+  return 0;
+}
+
+/* names_changed(): a class was registered. */
+static int l_names_changed(lua_State *L) {
+  plainstate *st = (plainstate *)lua_touserdata(L, lua_upvalueindex(1));
+  st->named_ok = 0;
+  return 0;
+}
+
+/* Puts the hook on package.loaded, once per state (upvalue 1: st). */
+static void install_hook(lua_State *L, plainstate *st) {
+  int top = lua_gettop(L);
+  lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+  if (!lua_istable(L, -1) || lua_getmetatable(L, -1)) {
+    lua_settop(L, top);
+    st->hook_ref = LUA_REFNIL;
+    return;
+  }
+  lua_pushvalue(L, -1);
+  st->loaded_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushcclosure(L, loaded_newindex, 1);
+  lua_setfield(L, -2, "__newindex");
+  lua_pushvalue(L, -1);
+  st->hook_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_setmetatable(L, -2);
+  lua_pop(L, 1);
+}
+
+/* The cached set of tables that travel by name, brought up to date; NULL
+ * when it cannot be trusted (package.loaded has a metatable not ours). */
+static const pset *named_current(lua_State *L, plainstate *st, int classes) {
+  const void *g, *cp;
+  int ours = 0;
+  if (st->hook_ref == LUA_NOREF) install_hook(L, st);
+  if (st->hook_ref == LUA_REFNIL) return NULL;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, st->loaded_ref);
+  if (lua_getmetatable(L, -1)) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, st->hook_ref);
+    ours = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 1);
+  if (!ours) return NULL;
+  lmp_pushglobaltable(L);
+  g = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  cp = lua_istable(L, classes) ? lua_topointer(L, classes) : NULL;
+  if (!st->named_ok || g != st->globals_at || cp != st->classes_at) {
+    pset_reset(&st->named);
+    mark_named(L, &st->named, classes);
+    st->named_ok = 1;
+    st->globals_at = g;
+    st->classes_at = cp;
+  }
+  return &st->named;
+}
+
 /* plain(v [, classes [, fresh]]) -> boolean. classes: name -> metatable.
  * fresh (default 0): the tables at the first `fresh` levels are ones the
  * caller just made (a pool's chunk and its argument lists), so none of
- * them can be a module or a class; the tables that travel by name are
- * then looked up only if the walk goes deeper. */
+ * them can be a module or a class; without the cache above, the tables
+ * that travel by name are then looked up only if the walk goes deeper. */
 static int l_plain(lua_State *L) {
+  plainstate *st = (plainstate *)lua_touserdata(L, lua_upvalueindex(1));
   plainctx c;
   lua_settop(L, 3);
   c.L = L;
-  c.seen = (pset *)lua_touserdata(L, lua_upvalueindex(1));
+  c.seen = &st->seen;
+  c.named = NULL;
   c.classes = 2;
   c.marked = 1;
   c.fresh = (int)luaL_optinteger(L, 3, 0);
@@ -282,8 +382,11 @@ static int l_plain(lua_State *L) {
     return 1;
   }
   pset_reset(c.seen);
-  if (c.fresh > 0) c.marked = 0;
-  else mark_named(L, c.seen, 2);
+  c.named = named_current(L, st, 2);
+  if (!c.named) {
+    if (c.fresh > 0) c.marked = 0;
+    else mark_named(L, c.seen, 2);
+  }
   lua_pushboolean(L, value_is_plain(&c, 1, 0));
   return 1;
 }
@@ -487,15 +590,19 @@ int luaopen_lmp_c_pickle(lua_State *L) {
     {"utf8ok", l_utf8ok},
     {NULL, NULL}
   };
-  pset *s;
+  plainstate *st;
   lmp_error_init(L);
   luaL_newlib(L, funcs);
-  s = (pset *)lua_newuserdatauv_compat(L, sizeof(pset));
-  memset(s, 0, sizeof *s);
+  st = (plainstate *)lua_newuserdatauv_compat(L, sizeof(plainstate));
+  memset(st, 0, sizeof *st);
+  st->loaded_ref = st->hook_ref = LUA_NOREF;
   lua_newtable(L);
-  lua_pushcfunction(L, pset_gc);
+  lua_pushcfunction(L, plainstate_gc);
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, l_names_changed, 1);
+  lua_setfield(L, -3, "names_changed");
   lua_pushcclosure(L, l_plain, 1);
   lua_setfield(L, -2, "plain");
   lmp_pickle_bin_open(L);   /* adds bdumps / bloads */

@@ -1,7 +1,7 @@
 /* lqueue.c -- "lmp.c.queue": Queue, JoinableQueue and SimpleQueue over
  * core/queue.c. Values are pickled (lmp.pickle: JSON by default, or
  * codec = "binary") by the encoder kept as an upvalue of put, and read
- * back by pickle.loads (either form) in get. */
+ * back by pickle.decoder() (either form) in get. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <math.h>
@@ -231,7 +231,7 @@ static int u_queue(lua_State *L) { return q_unpickle(L, K_QUEUE); }
 static int u_joinable(lua_State *L) { return q_unpickle(L, K_JOINABLE); }
 static int u_simple(lua_State *L) { return q_unpickle(L, K_SIMPLE); }
 
-/* Pushes pickle.encoder("json"), encoder("binary"), loads. */
+/* Pushes pickle.encoder("json"), encoder("binary"), decoder(). */
 static void push_codecs(lua_State *L) {
   lua_getglobal(L, "require");
   lua_pushliteral(L, "lmp.pickle");
@@ -242,7 +242,8 @@ static void push_codecs(lua_State *L) {
   lua_getfield(L, -2, "encoder");
   lua_pushliteral(L, "binary");
   lua_call(L, 1, 1);
-  lua_getfield(L, -3, "loads");
+  lua_getfield(L, -3, "decoder");
+  lua_call(L, 0, 1);
   lua_remove(L, -4);
 }
 

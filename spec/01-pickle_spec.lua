@@ -341,6 +341,34 @@ describe("lmp.pickle", function()
     assert.truthy(msg:find("nesting too deep"), msg)
   end)
 
+  it("keeps up with package.loaded through require, new names, removal and a foreign metatable", function()
+    local rt_json = function(v) return pickle.loads(pickle.dumps(v)) end
+    rt_json({warm = "up"})                          -- builds the cache of names
+    local mod = {data = "only"}
+    package.loaded["spec_names_a"] = mod           -- a new name: seen at once
+    assert.equal(mod, rt_json(mod))
+    assert.equal(mod, rt_json({inner = mod}).inner)
+    package.loaded["spec_names_a"] = nil           -- gone: written as data again
+    local back = rt_json(mod)
+    assert.are_not.equal(mod, back)
+    assert.same(mod, back)
+    package.preload["spec_names_b"] = function() return {via = "require"} end
+    local b = require "spec_names_b"
+    assert.equal(b, rt_json(b))
+    package.loaded["spec_names_b"], package.preload["spec_names_b"] = nil, nil
+    -- somebody else's metatable on package.loaded: lmp walks it every time
+    local saved = getmetatable(package.loaded)
+    setmetatable(package.loaded, {})
+    local c = {other = "meta"}
+    rawset(package.loaded, "spec_names_c", c)
+    assert.equal(c, rt_json(c))
+    package.loaded["spec_names_c"] = nil
+    setmetatable(package.loaded, saved)
+    local n = 0
+    for _ in pairs(package.loaded) do n = n + 1 end
+    assert.is_true(n > 5)                           -- still an ordinary table
+  end)
+
   it("gives fast encoders for each codec", function()
     for _, codec in ipairs(FORMATS) do
       local enc = pickle.encoder(codec)

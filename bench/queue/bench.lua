@@ -29,7 +29,7 @@ f:close()
 
 local best = function(make)
   local b = 0
-  for _ = 1, 3 do b = math.max(b, run(make)) end
+  for _ = 1, 5 do b = math.max(b, run(make)) end   -- best of 5, as Python
   return b
 end
 local q_json = best(function() return lmp.Queue() end)

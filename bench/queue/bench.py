@@ -28,5 +28,5 @@ def run(make):
 
 if __name__ == "__main__":
     mp.set_start_method("fork")
-    print(max(run(mp.Queue) for _ in range(3)),
-          max(run(mp.SimpleQueue) for _ in range(3)))
+    print(max(run(mp.Queue) for _ in range(5)),
+          max(run(mp.SimpleQueue) for _ in range(5)))

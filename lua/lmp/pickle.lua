@@ -496,6 +496,16 @@ function M.loads(s, opts)
   return loads_json(s, nofunc)
 end
 
+--- decoder() -> function(s) returning loads(s) with no options: what a
+-- queue or a pipe calls for each item, without loads' argument checks.
+local function loads_any(s)
+  if byte(s, 1) == BINARY_MAGIC then return bloads(s, false, classes) end
+  return loads_json(s, false)
+end
+function M.decoder()
+  return loads_any
+end
+
 --- register(name, mt): tables whose metatable is mt (and mt itself, and
 -- userdata with __pickle/__unpickle in mt) travel as the name; the reader
 -- must have registered the same name. Returns mt.
@@ -510,6 +520,7 @@ function M.register(name, mt)
   if old ~= nil then class_names[old] = nil end
   classes[name] = mt
   class_names[mt] = name
+  C.names_changed()
   return mt
 end
 

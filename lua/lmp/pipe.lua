@@ -8,6 +8,7 @@
 local core = require "lmp.core"   -- first: it registers lmp.c.*
 local C = require "lmp.c.pipe"
 local pickle = require "lmp.pickle"
+local decode = pickle.decoder()
 
 local M = {}
 
@@ -31,7 +32,7 @@ end
 function methods:recv(timeout)
   local t, payload = self:recv_frame(timeout)
   if t == FR_STRING then return payload end
-  if t == FR_PICKLE then return pickle.loads(payload) end
+  if t == FR_PICKLE then return decode(payload) end
   return payload                             -- bytes sent with send_bytes
 end
 
