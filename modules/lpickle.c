@@ -273,17 +273,19 @@ static void mark_named(lua_State *L, pset *seen, int classes) {
 /* What plain() keeps between calls: the set of tables one walk met, and
  * a cache of the tables that travel by name. Walking package.loaded for
  * those on every call cost half of pickling a small table, so the cache
- * is rebuilt only when something may have changed: a new key in
- * package.loaded (a __newindex hook that lmp sets on it, when it has no
- * metatable of its own: `require` and plain assignments of new names go
- * through it), a class registered (names_changed), or another globals or
- * class table. Not seen: a rawset into package.loaded, or an entry
- * replaced in place; a plain-data table that became a module that way is
- * written as data until the next require. Without the hook (package.loaded
- * has another metatable) every call walks package.loaded as before. */
+ * is rebuilt only when something may have changed (gen moves): a new key
+ * in package.loaded (a __newindex hook that lmp sets on it when the
+ * module opens, if it has no metatable of its own: `require` and plain
+ * assignments of new names go through it), a class registered
+ * (names_changed), or another globals or class table. Not seen: a rawset
+ * into package.loaded, or an entry replaced in place; a table that became
+ * a module that way travels as a value until the next change that is
+ * seen. If package.loaded's metatable is not lmp's (none was set, or
+ * somebody replaced it), every call walks package.loaded as before. The
+ * binary form keeps its own cache, keyed by the same gen. */
 typedef struct {
   pset seen, named;
-  int named_ok;              /* named matches what travels by name now */
+  uint64_t gen, named_gen;   /* gen moves on every possible change */
   const void *globals_at, *classes_at;
   int loaded_ref, hook_ref;  /* registry refs; hook_ref LUA_REFNIL: no hook */
 } plainstate;
@@ -292,54 +294,54 @@ static int plainstate_gc(lua_State *L) {
   plainstate *st = (plainstate *)lua_touserdata(L, 1);
   free(st->seen.slots);
   free(st->named.slots);
-  memset(st, 0, sizeof *st);
+  st->seen.slots = st->named.slots = NULL;
+  st->seen.cap = st->named.cap = 0;
   return 0;
 }
 
-/* package.loaded's __newindex: store, and forget the cached names. */
+/* package.loaded's __newindex: store, and let the caches know. */
 static int loaded_newindex(lua_State *L) {
   plainstate *st = (plainstate *)lua_touserdata(L, lua_upvalueindex(1));
   lua_settop(L, 3);
   lua_rawset(L, 1);
-  st->named_ok = 0;
+  st->gen++;
   return 0;
 }
 
 /* names_changed(): a class was registered. */
 static int l_names_changed(lua_State *L) {
   plainstate *st = (plainstate *)lua_touserdata(L, lua_upvalueindex(1));
-  st->named_ok = 0;
+  st->gen++;
   return 0;
 }
 
-/* Puts the hook on package.loaded, once per state (upvalue 1: st). */
-static void install_hook(lua_State *L, plainstate *st) {
+/* Puts the hook on package.loaded; st's userdata is at ps_idx. */
+static void install_hook(lua_State *L, plainstate *st, int ps_idx) {
   int top = lua_gettop(L);
+  ps_idx = lua_absindex(L, ps_idx);
+  st->hook_ref = LUA_REFNIL;
   lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
   if (!lua_istable(L, -1) || lua_getmetatable(L, -1)) {
     lua_settop(L, top);
-    st->hook_ref = LUA_REFNIL;
     return;
   }
   lua_pushvalue(L, -1);
   st->loaded_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_newtable(L);
-  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushvalue(L, ps_idx);
   lua_pushcclosure(L, loaded_newindex, 1);
   lua_setfield(L, -2, "__newindex");
   lua_pushvalue(L, -1);
   st->hook_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_setmetatable(L, -2);
-  lua_pop(L, 1);
+  lua_settop(L, top);
 }
 
-/* The cached set of tables that travel by name, brought up to date; NULL
- * when it cannot be trusted (package.loaded has a metatable not ours). */
-static const pset *named_current(lua_State *L, plainstate *st, int classes) {
+uint64_t lmp_pickle_names_gen(lua_State *L, void *ps, int classes) {
+  plainstate *st = (plainstate *)ps;
   const void *g, *cp;
   int ours = 0;
-  if (st->hook_ref == LUA_NOREF) install_hook(L, st);
-  if (st->hook_ref == LUA_REFNIL) return NULL;
+  if (st->hook_ref == LUA_REFNIL || st->hook_ref == LUA_NOREF) return 0;
   lua_rawgeti(L, LUA_REGISTRYINDEX, st->loaded_ref);
   if (lua_getmetatable(L, -1)) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, st->hook_ref);
@@ -347,17 +349,28 @@ static const pset *named_current(lua_State *L, plainstate *st, int classes) {
     lua_pop(L, 2);
   }
   lua_pop(L, 1);
-  if (!ours) return NULL;
+  if (!ours) return 0;
   lmp_pushglobaltable(L);
   g = lua_topointer(L, -1);
   lua_pop(L, 1);
-  cp = lua_istable(L, classes) ? lua_topointer(L, classes) : NULL;
-  if (!st->named_ok || g != st->globals_at || cp != st->classes_at) {
-    pset_reset(&st->named);
-    mark_named(L, &st->named, classes);
-    st->named_ok = 1;
+  cp = classes && lua_istable(L, classes) ? lua_topointer(L, classes) : NULL;
+  if (g != st->globals_at || cp != st->classes_at) {
+    st->gen++;
     st->globals_at = g;
     st->classes_at = cp;
+  }
+  return st->gen;
+}
+
+/* The cached set of tables that travel by name, brought up to date; NULL
+ * when it cannot be trusted. */
+static const pset *named_current(lua_State *L, plainstate *st, int classes) {
+  uint64_t gen = lmp_pickle_names_gen(L, st, classes);
+  if (!gen) return NULL;
+  if (gen != st->named_gen) {
+    pset_reset(&st->named);
+    mark_named(L, &st->named, classes);
+    st->named_gen = gen;
   }
   return &st->named;
 }
@@ -591,21 +604,29 @@ int luaopen_lmp_c_pickle(lua_State *L) {
     {NULL, NULL}
   };
   plainstate *st;
+  int lib, ps;
   lmp_error_init(L);
   luaL_newlib(L, funcs);
+  lib = lua_gettop(L);
+  ps = lib + 1;
   st = (plainstate *)lua_newuserdatauv_compat(L, sizeof(plainstate));
   memset(st, 0, sizeof *st);
+  st->gen = 1;
   st->loaded_ref = st->hook_ref = LUA_NOREF;
   lua_newtable(L);
   lua_pushcfunction(L, plainstate_gc);
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
-  lua_pushvalue(L, -1);
+  install_hook(L, st, ps);
+  lua_pushvalue(L, ps);
   lua_pushcclosure(L, l_names_changed, 1);
-  lua_setfield(L, -3, "names_changed");
+  lua_setfield(L, lib, "names_changed");
+  lua_pushvalue(L, ps);
   lua_pushcclosure(L, l_plain, 1);
-  lua_setfield(L, -2, "plain");
-  lmp_pickle_bin_open(L);   /* adds bdumps / bloads */
+  lua_setfield(L, lib, "plain");
+  lua_pushvalue(L, lib);
+  lmp_pickle_bin_open(L, ps);   /* adds bdumps / bloads, sharing the names state */
+  lua_settop(L, lib);
   lmp_pickle_tag_open(L);   /* adds tagcopy / untag */
   lua_pushliteral(L, LMP_PICKLE_TAG_STR);
   lua_setfield(L, -2, "TAG");

@@ -4,6 +4,7 @@
 #define LMP_LPICKLE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "lmp_aux.h"
 
@@ -30,7 +31,13 @@ void lmp_pickle_b64enc(lua_State *L, const char *s, size_t n);
 int lmp_pickle_b64dec(lua_State *L, const char *s, size_t n);
 /* Adds tagcopy / untag (lpickle_tag.c) to the table on top. */
 void lmp_pickle_tag_open(lua_State *L);
-/* Adds the binary codec's functions to the table on top of the stack. */
-void lmp_pickle_bin_open(lua_State *L);
+/* A number that changes whenever what travels by name (modules, classes,
+ * the globals) may have changed, or 0 when no cache of names can be
+ * trusted in this state; ps is the userdata lmp_pickle_bin_open is given,
+ * classes the stack index of the class table (or 0). See lpickle.c. */
+uint64_t lmp_pickle_names_gen(lua_State *L, void *ps, int classes);
+/* Adds the binary codec's functions to the table on top of the stack;
+ * ps_idx: the stack index of the names state (see above). */
+void lmp_pickle_bin_open(lua_State *L, int ps_idx);
 
 #endif

@@ -131,8 +131,12 @@ typedef struct {
   size_t len, cap;
   pmap memo, upvals, keys;
   int busy, flags;
-  int marked;           /* named tables are in memo */
+  int marked;           /* named tables are in memo (or named is set) */
   int fresh;            /* levels the caller just made (see do_dump) */
+  void *ps;             /* the names state of lpickle.c */
+  pmap namedmap;        /* cached: what travels by name -> MEMO_* kind */
+  uint64_t named_gen;   /* lmp_pickle_names_gen it was built at */
+  const pmap *named;    /* &namedmap when this dump may use it, or NULL */
   int64_t nkeys;
   lua_State *L;
   int64_t nobj;
@@ -148,6 +152,7 @@ static int benc_gc(lua_State *L) {
   free(e->memo.slots);
   free(e->upvals.slots);
   free(e->keys.slots);
+  free(e->namedmap.slots);
   memset(e, 0, sizeof *e);
   return 0;
 }
@@ -328,41 +333,44 @@ static void put_name(benc *e, int tag, int name_idx) {
   put_bytes(e, s, n);
 }
 
-/* A module, the globals or a class: written by name. */
-static void put_named(benc *e, int idx, int64_t kind) {
+/* A module, the globals or a class: written by name. 0 when it is not
+ * one any more (a cached name gone stale): nothing is written then. */
+static int put_named(benc *e, int idx, int64_t kind) {
   lua_State *L = e->L;
-  if (kind == MEMO_GLOBALS) { put_byte(e, B_GLOBALS); return; }
+  int top = lua_gettop(L);
+  if (kind == MEMO_GLOBALS) { put_byte(e, B_GLOBALS); return 1; }
   if (kind == MEMO_CLASS && e->classes && find_key(L, e->classes, idx)) {
     put_name(e, B_CLASS, lua_gettop(L));
-    lua_pop(L, 1);
-    return;
+    lua_settop(L, top);
+    return 1;
   }
   lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
   if (find_key(L, lua_gettop(L), idx) && lua_type(L, -1) == LUA_TSTRING) {
     put_name(e, B_MODULE, lua_gettop(L));
-    lua_pop(L, 2);
-    return;
+    lua_settop(L, top);
+    return 1;
   }
-  enc_fail(e, "module vanished while pickling");
+  lua_settop(L, top);
+  return 0;
 }
 
-static void memo_special(benc *e, int idx, int64_t kind) {
-  if (pmap_put(&e->memo, lua_topointer(e->L, idx), kind) < 0)
+static void memo_special(benc *e, pmap *to, int idx, int64_t kind) {
+  if (pmap_put(to, lua_topointer(e->L, idx), kind) < 0)
     luaL_error(e->L, "not enough memory");
 }
 
 /* Classes first, then the globals, then modules: the first mark wins. */
-static void mark_named(benc *e) {
+static void mark_named(benc *e, pmap *to) {
   lua_State *L = e->L;
   if (e->classes) {
     lua_pushnil(L);
     while (lua_next(L, e->classes)) {
-      if (lua_istable(L, -1)) memo_special(e, -1, MEMO_CLASS);
+      if (lua_istable(L, -1)) memo_special(e, to, -1, MEMO_CLASS);
       lua_pop(L, 1);
     }
   }
   lmp_pushglobaltable(L);
-  memo_special(e, -1, MEMO_GLOBALS);
+  memo_special(e, to, -1, MEMO_GLOBALS);
   lua_pop(L, 1);
   lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
   if (lua_istable(L, -1)) {
@@ -370,7 +378,7 @@ static void mark_named(benc *e) {
     while (lua_next(L, -2)) {
       int t = lua_type(L, -1);
       if ((t == LUA_TTABLE || t == LUA_TFUNCTION) && lua_type(L, -2) == LUA_TSTRING)
-        memo_special(e, -1, MEMO_MODULE);
+        memo_special(e, to, -1, MEMO_MODULE);
       lua_pop(L, 1);
     }
   }
@@ -630,7 +638,7 @@ static void enc_value(benc *e, int idx, int depth) {
     }
     case LUA_TTABLE: case LUA_TFUNCTION: case LUA_TUSERDATA:
       if (!e->marked && depth >= e->fresh) {   /* below the fresh levels */
-        mark_named(e);
+        mark_named(e, &e->memo);
         e->marked = 1;
       }
       break;
@@ -639,13 +647,18 @@ static void enc_value(benc *e, int idx, int depth) {
       enc_fail(e, lua_tostring(L, -1));
   }
   id = pmap_get(&e->memo, lua_topointer(L, idx));
+  if (id == 0 && e->named) id = pmap_get(e->named, lua_topointer(L, idx));
   if (id > 0) {
     e->flags |= F_REFS;
     put_byte(e, B_REF);
     put_varint(e, (uint64_t)id);
     return;
   }
-  if (id < 0) { put_named(e, idx, id); return; }
+  if (id < 0) {
+    if (put_named(e, idx, id)) return;
+    if (!e->named) enc_fail(e, "module vanished while pickling");
+    e->named_gen = 0;   /* a stale cached name: rebuilt next time; a value now */
+  }
   if (depth >= MAX_DEPTH) {
     lua_pushfstring(L, "nesting deeper than %d levels", MAX_DEPTH);
     enc_fail(e, lua_tostring(L, -1));
@@ -704,10 +717,22 @@ static int do_dump(lua_State *L) {
   put_byte(e, 0);
   e->fresh = (int)lua_tointeger(L, 6);
   if (!lua_isnoneornil(L, 4) && e->fresh < 1) e->fresh = 1;
-  e->marked = e->fresh == 0;
-  if (e->marked && (lua_type(L, 1) == LUA_TTABLE || lua_type(L, 1) == LUA_TFUNCTION ||
-                    lua_type(L, 1) == LUA_TUSERDATA))
-    mark_named(e);
+  e->named = NULL;
+  {
+    uint64_t gen = e->ps ? lmp_pickle_names_gen(L, e->ps, e->classes) : 0;
+    if (gen) {          /* the cache of names can be trusted: no walk */
+      if (gen != e->named_gen) {
+        pmap_reset(&e->namedmap);
+        mark_named(e, &e->namedmap);
+        e->named_gen = gen;
+      }
+      e->named = &e->namedmap;
+    }
+  }
+  e->marked = e->named != NULL || e->fresh == 0;
+  if (!e->named && e->marked && (lua_type(L, 1) == LUA_TTABLE ||
+      lua_type(L, 1) == LUA_TFUNCTION || lua_type(L, 1) == LUA_TUSERDATA))
+    mark_named(e, &e->memo);
   if (lua_isnoneornil(L, 4)) enc_value(e, 1, 0);
   else enc_slice(e, 1, lua_tointeger(L, 4), lua_tointeger(L, 5));
   e->buf[1] = (char)e->flags;
@@ -731,6 +756,7 @@ static int l_bdumps(lua_State *L) {
   if (e->busy) e = benc_new(L);   /* reentered from a __pickle hook */
   else lua_pushnil(L);
   e->busy = 1;
+  e->ps = lua_touserdata(L, lua_upvalueindex(2));
   e->root = luaL_optstring(L, 2, "value");
   lua_pushcfunction(L, do_dump);
   lua_pushvalue(L, 1);
@@ -1155,10 +1181,13 @@ static int l_bloads_into(lua_State *L) {
   return 0;
 }
 
-void lmp_pickle_bin_open(lua_State *L) {
-  benc *e = benc_new(L);
+void lmp_pickle_bin_open(lua_State *L, int ps_idx) {
+  benc *e;
+  ps_idx = lua_absindex(L, ps_idx);
+  e = benc_new(L);
   (void)e;
-  lua_pushcclosure(L, l_bdumps, 1);
+  lua_pushvalue(L, ps_idx);
+  lua_pushcclosure(L, l_bdumps, 2);
   lua_setfield(L, -2, "bdumps");
   lua_pushcfunction(L, l_bloads);
   lua_setfield(L, -2, "bloads");

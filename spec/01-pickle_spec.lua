@@ -369,6 +369,24 @@ describe("lmp.pickle", function()
     assert.is_true(n > 5)                           -- still an ordinary table
   end)
 
+  for _, fmt in ipairs(FORMATS) do
+    it("writes a module removed from package.loaded as a value, not by its old name (" .. fmt .. ")", function()
+      local o = {format = fmt}
+      local mod = {x = 1, f = function() return 2 end}
+      package.loaded["spec_names_stale"] = mod
+      assert.equal(mod, pickle.loads(pickle.dumps({mod}, o))[1])
+      package.loaded["spec_names_stale"] = nil    -- an existing key: the hook does not see it
+      local w = pickle.loads(pickle.dumps({mod, mod}, o))
+      assert.are_not.equal(mod, w[1])
+      assert.equal(w[1], w[2])
+      assert.equal(1, w[1].x)
+      assert.equal(2, w[1].f())
+      package.loaded["spec_names_stale"] = mod     -- and back: by name again
+      assert.equal(mod, pickle.loads(pickle.dumps({mod}, o))[1])
+      package.loaded["spec_names_stale"] = nil
+    end)
+  end
+
   it("gives fast encoders for each codec", function()
     for _, codec in ipairs(FORMATS) do
       local enc = pickle.encoder(codec)
