@@ -1,5 +1,6 @@
 -- Tiny tasks through Redis: lmp.RedisPool with 2 `lmp worker` processes
--- (each --concurrency 1) on a private redis-server, beside
+-- (each --concurrency 1 --prefetch 128, as docs/api/redis.md advises for
+-- tiny tasks) on a private redis-server, beside
 -- `redis-benchmark -t lpush,rpop` on the same server in the same run.
 local lmp = require "lmp"
 local RC = require "lmp.c.redis"
@@ -40,7 +41,7 @@ local ok, err = pcall(function()
   sh(string.format("redis-cli -p %d FLUSHALL", port))
   for _ = 1, 2 do
     pids[#pids + 1] = tonumber(sh(string.format(
-      "(exec %s worker --redis %s --queue bench --concurrency 1 --prefetch 32 --quiet </dev/null >/dev/null 2>&1) & echo $!",
+      "(exec %s worker --redis %s --queue bench --concurrency 1 --prefetch 128 --quiet </dev/null >/dev/null 2>&1) & echo $!",
       lmp_bin, url)))
   end
   local pool = lmp.RedisPool{url = url, queue = "bench"}
