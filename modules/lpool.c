@@ -7,9 +7,6 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <unistd.h>
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
 
 #include "../core/clock.h"
 #include "../core/fd.h"
@@ -310,17 +307,6 @@ static int w_send(lua_State *L) {
   return 1;
 }
 
-/* trim() gives the C heap's free memory back to the system (glibc's
- * malloc_trim): an idle worker should not keep the peak of its last job. */
-static int l_trim(lua_State *L) {
-#if defined(__GLIBC__)
-  lua_pushboolean(L, malloc_trim(0));
-#else
-  lua_pushboolean(L, 0);
-#endif
-  return 1;
-}
-
 /* isatty(fd) -> boolean (for progress lines on a terminal only) */
 static int l_isatty(lua_State *L) {
   lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)) == 1);
@@ -356,7 +342,6 @@ int luaopen_lmp_c_pool(lua_State *L) {
     {"isatty", l_isatty},
     {"new", l_new},
     {"worker", l_worker},
-    {"trim", l_trim},
     {NULL, NULL}
   };
   static const luaL_Reg wmeta[] = {

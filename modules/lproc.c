@@ -4,6 +4,9 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,6 +111,20 @@ static int l_exit(lua_State *L) {
   return 0;
 }
 
+/* trim() gives the C heap's free memory back to the system (glibc's
+ * malloc_trim): before a fork, so that the child shares (and the kernel
+ * copies the page tables of) only memory in use; in an idle pool worker,
+ * so that it does not keep its last job's peak. Costs microseconds when
+ * there is nothing to give back. */
+static int l_trim(lua_State *L) {
+#if defined(__GLIBC__)
+  lua_pushboolean(L, malloc_trim(0));
+#else
+  lua_pushboolean(L, 0);
+#endif
+  return 1;
+}
+
 static int l_getpid(lua_State *L) {
   lua_pushinteger(L, getpid());
   return 1;
@@ -210,6 +227,7 @@ int luaopen_lmp_c_proc(lua_State *L) {
     {"exit", l_exit},
     {"fork", l_fork},
     {"getpid", l_getpid},
+    {"trim", l_trim},
     {"getppid", l_getppid},
     {"guard", l_guard},
     {"kill", l_kill},

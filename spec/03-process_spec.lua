@@ -124,6 +124,34 @@ describe("fork hygiene", function()
     assert.equal("once child end\n", r.out)
   end)
 
+  it("gives the heap's free memory back before it forks", function()
+    local function rss_kb()
+      for line in io.lines("/proc/self/status") do
+        local kb = line:match("^VmRSS:%s+(%d+)")
+        if kb then return tonumber(kb) end
+      end
+    end
+    -- free memory in the middle of the heap, which free() alone keeps
+    local keep, all = {}, {}
+    for i = 1, 200000 do
+      all[i] = string.rep("x", 40) .. i
+      if i % 64 == 0 then keep[#keep + 1] = all[i] end
+    end
+    all = nil
+    collectgarbage() collectgarbage()
+    local before = rss_kb()
+    local p = lmp.Process{target = function() end}
+    p:start()
+    assert.is_true(p:join(10))
+    local after = rss_kb()
+    if rawget(_G, "jit") then   -- LuaJIT's own allocator: nothing to ask glibc for
+      assert.is_true(after <= before + 1024)
+    else
+      assert.is_true(after < before - 4000, ("rss %d kB before the fork, %d after"):format(before, after))
+    end
+    assert.equal(200000 / 64, #keep)
+  end)
+
   it("reseeds math.random in each child", function()
     local a, b = lmp.Pipe()
     local ps = {}

@@ -106,7 +106,7 @@ function M._worker_main(fd, info)
     if op == "idle" then
       -- nothing to do for a while: give the last job's peak back
       collectgarbage()
-      CP.trim()
+      proc.trim()
       busy = false
     elseif op == "task" then
       busy = true

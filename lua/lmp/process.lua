@@ -160,6 +160,7 @@ function M._fork(opts)
   M._authkey()                        -- made once, here, so children share it
   io.stdout:flush()
   io.stderr:flush()
+  C.trim()    -- free heap back to the system: a lighter fork, a lighter child
   for i = #handlers, 1, -1 do
     if handlers[i].prepare then pcall_handler(handlers[i].prepare, "prepare") end
   end
