@@ -179,13 +179,9 @@ typedef struct {
   lua_State *L;
   pset *seen;
   const pset *named;  /* cached tables that travel by name, or NULL */
-  int classes;   /* stack index of the class table */
-  int marked;    /* named tables are in seen (or in named) */
-  int fresh;     /* levels the caller just made (see l_plain) */
 } plainctx;
 
 static int value_is_plain(plainctx *c, int idx, int depth);
-static void mark_named(lua_State *L, pset *seen, int classes);
 
 /* A plain table: no metatable, never seen before (no shared reference,
  * no cycle, not a module/class), keys either exactly 1..n or all strings. */
@@ -196,10 +192,6 @@ static int table_is_plain(plainctx *c, int idx, int depth) {
   if (depth > PLAIN_MAX_DEPTH || lua_getmetatable(L, idx)) {
     if (depth <= PLAIN_MAX_DEPTH) lua_pop(L, 1);
     return 0;
-  }
-  if (!c->marked && depth >= c->fresh) {   /* below the fresh levels */
-    mark_named(L, c->seen, c->classes);
-    c->marked = 1;
   }
   if (c->named && pset_has(c->named, lua_topointer(L, idx))) return 0;
   r = pset_add(c->seen, lua_topointer(L, idx));
@@ -375,31 +367,21 @@ static const pset *named_current(lua_State *L, plainstate *st, int classes) {
   return &st->named;
 }
 
-/* plain(v [, classes [, fresh]]) -> boolean. classes: name -> metatable.
- * fresh (default 0): the tables at the first `fresh` levels are ones the
- * caller just made (a pool's chunk and its argument lists), so none of
- * them can be a module or a class; without the cache above, the tables
- * that travel by name are then looked up only if the walk goes deeper. */
+/* plain(v [, classes]) -> boolean. classes: name -> metatable. */
 static int l_plain(lua_State *L) {
   plainstate *st = (plainstate *)lua_touserdata(L, lua_upvalueindex(1));
   plainctx c;
-  lua_settop(L, 3);
+  lua_settop(L, 2);
   c.L = L;
   c.seen = &st->seen;
   c.named = NULL;
-  c.classes = 2;
-  c.marked = 1;
-  c.fresh = (int)luaL_optinteger(L, 3, 0);
   if (lua_type(L, 1) != LUA_TTABLE) {
     lua_pushboolean(L, value_is_plain(&c, 1, 0));
     return 1;
   }
   pset_reset(c.seen);
   c.named = named_current(L, st, 2);
-  if (!c.named) {
-    if (c.fresh > 0) c.marked = 0;
-    else mark_named(L, c.seen, 2);
-  }
+  if (!c.named) mark_named(L, c.seen, 2);   /* no cache: mark them as seen */
   lua_pushboolean(L, value_is_plain(&c, 1, 0));
   return 1;
 }

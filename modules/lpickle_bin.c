@@ -131,8 +131,6 @@ typedef struct {
   size_t len, cap;
   pmap memo, upvals, keys;
   int busy, flags;
-  int marked;           /* named tables are in memo (or named is set) */
-  int fresh;            /* levels the caller just made (see do_dump) */
   void *ps;             /* the names state of lpickle.c */
   pmap namedmap;        /* cached: what travels by name -> MEMO_* kind */
   uint64_t named_gen;   /* lmp_pickle_names_gen it was built at */
@@ -637,10 +635,6 @@ static void enc_value(benc *e, int idx, int depth) {
       return;
     }
     case LUA_TTABLE: case LUA_TFUNCTION: case LUA_TUSERDATA:
-      if (!e->marked && depth >= e->fresh) {   /* below the fresh levels */
-        mark_named(e, &e->memo);
-        e->marked = 1;
-      }
       break;
     default:
       lua_pushfstring(L, "cannot pickle %s", lua_typename(L, t));
@@ -696,10 +690,7 @@ static void enc_slice(benc *e, int idx, lua_Integer first, lua_Integer last) {
 }
 
 /* Runs under lua_pcall: 1 value, 2 benc*, 3 classes or nil, 4/5 the
- * slice first..last (or nil), 6 fresh: how many levels of tables the
- * caller just made (a chunk, its argument lists), which therefore cannot
- * travel by name; what travels by name is then looked up only if the
- * walk goes below them. A slice counts as one such level. */
+ * slice first..last (or nil). */
 static int do_dump(lua_State *L) {
   benc *e = (benc *)lua_touserdata(L, 2);
   e->L = L;
@@ -715,8 +706,6 @@ static int do_dump(lua_State *L) {
   e->flags = 0;
   put_byte(e, MAGIC);
   put_byte(e, 0);
-  e->fresh = (int)lua_tointeger(L, 6);
-  if (!lua_isnoneornil(L, 4) && e->fresh < 1) e->fresh = 1;
   e->named = NULL;
   {
     uint64_t gen = e->ps ? lmp_pickle_names_gen(L, e->ps, e->classes) : 0;
@@ -729,10 +718,9 @@ static int do_dump(lua_State *L) {
       e->named = &e->namedmap;
     }
   }
-  e->marked = e->named != NULL || e->fresh == 0;
-  if (!e->named && e->marked && (lua_type(L, 1) == LUA_TTABLE ||
+  if (!e->named && (!lua_isnoneornil(L, 4) || lua_type(L, 1) == LUA_TTABLE ||
       lua_type(L, 1) == LUA_TFUNCTION || lua_type(L, 1) == LUA_TUSERDATA))
-    mark_named(e, &e->memo);
+    mark_named(e, &e->memo);    /* no cache: mark them in this dump's memo */
   if (lua_isnoneornil(L, 4)) enc_value(e, 1, 0);
   else enc_slice(e, 1, lua_tointeger(L, 4), lua_tointeger(L, 5));
   e->buf[1] = (char)e->flags;
@@ -740,19 +728,17 @@ static int do_dump(lua_State *L) {
   return 1;
 }
 
-/* bdumps(v [, name [, classes [, first, last [, fresh]]]]) -> string.
- * With first and last, v is a list and the string holds {v[first], ...,
- * v[last]}; fresh: see do_dump. */
+/* bdumps(v [, name [, classes [, first, last]]]) -> string. With first
+ * and last, v is a list and the string holds {v[first], ..., v[last]}. */
 static int l_bdumps(lua_State *L) {
   benc *e = (benc *)lua_touserdata(L, lua_upvalueindex(1));
   int st;
-  lua_settop(L, 6);
+  lua_settop(L, 5);
   if (!lua_isnil(L, 4)) {
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_argcheck(L, luaL_checkinteger(L, 5) >= luaL_checkinteger(L, 4) - 1, 5,
                   "slice ends before it starts");
   }
-  luaL_optinteger(L, 6, 0);
   if (e->busy) e = benc_new(L);   /* reentered from a __pickle hook */
   else lua_pushnil(L);
   e->busy = 1;
@@ -764,8 +750,7 @@ static int l_bdumps(lua_State *L) {
   lua_pushvalue(L, 3);
   lua_pushvalue(L, 4);
   lua_pushvalue(L, 5);
-  lua_pushvalue(L, 6);
-  st = lua_pcall(L, 6, 1, 0);
+  st = lua_pcall(L, 5, 1, 0);
   e->busy = 0;
   if (e->cap > (1u << 20)) {   /* do not keep a huge buffer around */
     free(e->buf);
@@ -1182,10 +1167,8 @@ static int l_bloads_into(lua_State *L) {
 }
 
 void lmp_pickle_bin_open(lua_State *L, int ps_idx) {
-  benc *e;
   ps_idx = lua_absindex(L, ps_idx);
-  e = benc_new(L);
-  (void)e;
+  benc_new(L);
   lua_pushvalue(L, ps_idx);
   lua_pushcclosure(L, l_bdumps, 2);
   lua_setfield(L, -2, "bdumps");

@@ -227,7 +227,6 @@ int luaopen_lmp_c_proc(lua_State *L) {
     {"exit", l_exit},
     {"fork", l_fork},
     {"getpid", l_getpid},
-    {"trim", l_trim},
     {"getppid", l_getppid},
     {"guard", l_guard},
     {"kill", l_kill},
@@ -236,6 +235,7 @@ int luaopen_lmp_c_proc(lua_State *L) {
     {"self_exe", l_self_exe},
     {"signal", l_signal},
     {"spawn", l_spawn},
+    {"trim", l_trim},
     {NULL, NULL}
   };
   static const luaL_Reg guard_meta[] = {

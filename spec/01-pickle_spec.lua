@@ -234,7 +234,7 @@ describe("lmp.pickle", function()
         assert.equal(t[2], t[4])
         assert.equal(60, t[5])
         assert.is_nil(t[6])
-        local m = pickle.loads(enc({{7, 8}, {9}}, 1, 2, "args", 2))
+        local m = pickle.loads(enc({{7, 8}, {9}}, 1, 2, "args"))
         assert.same({{7, 8}, {9}}, m)
         assert.same({}, pickle.loads(enc(list, 3, 2, "args")))      -- an empty slice
         assert.has_error(function() enc(list, 5, 2, "args") end)
@@ -258,25 +258,25 @@ describe("lmp.pickle", function()
         end
       end)
 
-      it("still sends modules, classes and the globals by name below the fresh levels", function()
+      it("still sends modules, classes and the globals by name inside a chunk's lists", function()
         local mod = {data = "only"}                 -- no functions: plain-looking
         package.loaded["spec_pickle_fresh"] = mod
         local cls = pickle.register("spec.FreshClass", {kind = "class"})
-        for fresh = 1, 2 do
-          local enc = pickle.encoder(fmt, fresh)
-          local v = fresh == 1 and {mod, cls, _G, {mod}} or {{mod, cls, _G}}
+        local enc = pickle.encoder(fmt)
+        for depth = 1, 2 do
+          local v = depth == 1 and {mod, cls, _G, {mod}} or {{mod, cls, _G}}
           local w = pickle.loads(enc(v, "result"))
-          local row = fresh == 1 and w or w[1]
+          local row = depth == 1 and w or w[1]
           assert.equal(mod, row[1])
           assert.equal(cls, row[2])
           assert.equal(_G, row[3])
-          if fresh == 1 then assert.equal(mod, w[4][1]) end
+          if depth == 1 then assert.equal(mod, w[4][1]) end
         end
         local slice = pickle.slice_encoder(fmt)
         local w = pickle.loads(slice({mod, 5, cls}, 1, 3, "args"))
         assert.equal(mod, w[1])
         assert.equal(cls, w[3])
-        -- without fresh levels the root itself travels by name
+        -- and the root itself travels by name
         assert.equal(mod, pickle.loads(pickle.encoder(fmt)(mod)))
         package.loaded["spec_pickle_fresh"] = nil
       end)

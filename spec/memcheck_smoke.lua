@@ -47,7 +47,7 @@ section("pickle", function()
     assert(out[11] == 2 and out[308] == 299)
     p.loads_into(p.dumps(holes, {format = fmt}), out, 0, 3)
     assert(out[1] == 1 and out[2] == nil and out[3] == 3)
-    assert(p.loads(p.encoder(fmt, 1)({lmp, {1}}))[1] == lmp)
+    assert(p.loads(p.encoder(fmt)({lmp, {1}}))[1] == lmp)
   end
   assert(not pcall(p.loads_into, p.dumps({1, 2}, {format = "binary"}), {}, 0, 1))
 end)

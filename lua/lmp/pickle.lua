@@ -297,8 +297,8 @@ function encode_value(v, st, depth)
   fail(st, "cannot pickle " .. tv)
 end
 
-local function dumps_json(v, name, fresh)
-  if plain(v, classes, fresh) then return cencode(v) end
+local function dumps_json(v, name)
+  if plain(v, classes) then return cencode(v) end
   local copy = tagcopy(v, classes)   -- C, for data-only values
   if copy ~= nil then return cencode({HEADER, copy}) end
   local st = {ids = {}, n = 0, upvals = {}, path = {name or "value"}, plen = 1}
@@ -484,6 +484,12 @@ function M.dumps(v, opts)
   return dumps_json(v)
 end
 
+-- Reads either format (the first byte tells).
+local function loads_any(s, nofunc)
+  if byte(s, 1) == BINARY_MAGIC then return bloads(s, nofunc, classes) end
+  return loads_json(s, nofunc)
+end
+
 --- loads(s [, opts]) -> v. Reads either format. opts.functions = false
 -- refuses functions (and modules not yet loaded) with a pickle error.
 function M.loads(s, opts)
@@ -491,17 +497,11 @@ function M.loads(s, opts)
     error("bad argument #1 to 'loads' (string expected, got " .. type(s) .. ")", 2)
   end
   check_opts(opts, "loads")
-  local nofunc = opts ~= nil and opts.functions == false
-  if byte(s, 1) == BINARY_MAGIC then return bloads(s, nofunc, classes) end
-  return loads_json(s, nofunc)
+  return loads_any(s, opts ~= nil and opts.functions == false)
 end
 
 --- decoder() -> function(s) returning loads(s) with no options: what a
 -- queue or a pipe calls for each item, without loads' argument checks.
-local function loads_any(s)
-  if byte(s, 1) == BINARY_MAGIC then return bloads(s, false, classes) end
-  return loads_json(s, false)
-end
 function M.decoder()
   return loads_any
 end
@@ -524,37 +524,33 @@ function M.register(name, mt)
   return mt
 end
 
---- encoder(codec [, fresh]) -> function(v, name) returning the pickled
--- string. fresh: v's first `fresh` levels of tables are containers the
--- caller just made (a result list, argument lists), never modules or
--- classes, so the lookup of what travels by name is skipped for them.
-function M.encoder(codec, fresh)
+--- encoder(codec) -> function(v, name) returning the pickled string.
+function M.encoder(codec)
   if codec == nil or codec == "json" then
-    return function(v, name) return dumps_json(v, name, fresh) end
+    return function(v, name) return dumps_json(v, name) end
   elseif codec == "binary" then
-    return function(v, name) return bdumps(v, name, classes, nil, nil, fresh) end
+    return function(v, name) return bdumps(v, name, classes) end
   end
   error("bad argument #1 to 'encoder' (\"json\" or \"binary\" expected)", 2)
 end
 
---- slice_encoder(codec) -> function(list, first, last, name, fresh)
--- returning the pickle of {list[first], ..., list[last]} (nil holes kept):
--- a pool's chunk of arguments, written without building that table when
--- it can. fresh as in encoder (at least 1: the slice itself).
+--- slice_encoder(codec) -> function(list, first, last, name) returning
+-- the pickle of {list[first], ..., list[last]} (nil holes kept): a pool's
+-- chunk of arguments, written without building that table when it can.
 function M.slice_encoder(codec)
   if codec == nil or codec == "json" then
-    return function(list, first, last, name, fresh)
+    return function(list, first, last, name)
       if last < first - 1 then error("bad argument #3 (slice ends before it starts)", 2) end
       local t, m = {}, 0
       for i = first, last do
         m = m + 1
         t[m] = list[i]
       end
-      return dumps_json(t, name, fresh or 1)
+      return dumps_json(t, name)
     end
   elseif codec == "binary" then
-    return function(list, first, last, name, fresh)
-      return bdumps(list, name, classes, first, last, fresh or 1)
+    return function(list, first, last, name)
+      return bdumps(list, name, classes, first, last)
     end
   end
   error("bad argument #1 to 'slice_encoder' (\"json\" or \"binary\" expected)", 2)

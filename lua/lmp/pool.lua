@@ -94,7 +94,7 @@ end
 function M._worker_main(fd, info)
   local ch = CP.worker(fd)
   local recv, send = ch.recv, ch.send
-  local dumps = pickle.encoder(info.codec or "json", 1)   -- a fresh result list
+  local dumps = pickle.encoder(info.codec or "json")
   local who = info.name or P.current_process().name
   if info.initializer then
     info.initializer(unpack(info.initargs or {}))
@@ -295,8 +295,6 @@ function M._new_pool(opts, launcher)
     _info = {codec = codec, initializer = opts.initializer,
              initargs = opts.initargs, maxtasks = maxt},
     _dumps = pickle.encoder(codec), _slice = pickle.slice_encoder(codec),
-    _dumps_call = pickle.encoder(codec, 2),   -- {args}: both levels fresh
-    _dumps_list = pickle.encoder(codec, 1),   -- a chunk of items we built
     core = CP.new(n, maxt or 0), workers = {}, jobs = {}, feeders = {},
     fn_ids = setmetatable({}, {__mode = "k"}), next_fid = 0, next_job = 0,
   }, M._pool_mt)
@@ -486,7 +484,7 @@ function Pool:_submit_list(job, fn, list, n, chunksize, star)
     -- the first chunks go out at once (idle workers start while the rest
     -- are pickled); the rest wait, and each worker gets its share in one write
     c:submit(job._id, k, fid, first, last - first + 1, flags,
-      slice(list, first, last, "args", star and 2 or 1), k > self.n)
+      slice(list, first, last, "args"), k > self.n)
   end
   c:dispatch()
   return k
@@ -502,7 +500,7 @@ function Pool:apply_async(fn, args, opts)
   local job = self:_new_job("apply_async", opts)
   job._on_chunk = apply_chunk
   local fid = self:_fid(fn)
-  self.core:submit(job._id, 1, fid, 1, 1, F_STAR, self._dumps_call({args or {}}, "args"))
+  self.core:submit(job._id, 1, fid, 1, 1, F_STAR, self._dumps({args or {}}, "args"))
   return job
 end
 
@@ -627,7 +625,7 @@ function Pool:_imap(fname, fn, src, chunksize, timeout, ordered)
   job._chunks, job._errors, job._arrived, job._narrived = {}, {}, {}, 0
   job._on_chunk = imap_chunk
   local fid, k, first, exhausted = self:_fid(fn), 0, 1, false
-  local pool, dumps, c = self, self._dumps_list, self.core
+  local pool, dumps, c = self, self._dumps, self.core
   -- Queues one chunk; false once the input is exhausted.
   local function feed()
     if exhausted or job._ready then return false end

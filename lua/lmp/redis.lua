@@ -250,8 +250,6 @@ function M.RedisPool(opts)
     o = o, cl = cl, k = k, id = R.random_hex(8), _state = "run",
     _owner_pid = require("lmp.c.proc").getpid(),
     _dumps = pickle.encoder(o.codec), seq = 0,
-    -- a task's item list (and, for starmap, its argument lists) is ours
-    _dumps_items = pickle.encoder(o.codec, 1), _dumps_star = pickle.encoder(o.codec, 2),
     tasks = {},          -- task id -> {job =, k =, first =, n =}
     reattached = {},     -- task id -> job (results polled by key)
     npending = 0, feeders = {},
@@ -294,7 +292,7 @@ end
 
 -- The XADD command of one task (a chunk of n argument lists or items).
 function RedisPool:_task_cmd(job, kk, first, n, fbytes, items, star)
-  local a = (star and self._dumps_star or self._dumps_items)(items, "args")
+  local a = self._dumps(items, "args")
   local size = #a + #fbytes
   if size > self.o.max_task_size then
     error(new_error("full", string.format(
@@ -641,11 +639,8 @@ end
 --- _run_task(fbytes, abytes, n, star, max_result, who) runs in a pool
 -- worker: returns the result value ("O"... or "E"...). An interruption
 -- is raised again so that the task counts as not done.
-local dumps_results   -- the results list is ours: see pickle.encoder
-
 function M._run_task(fbytes, abytes, n, star, max_result, who)
   local P = require "lmp.pickle"
-  dumps_results = dumps_results or P.encoder("json", 1)
   local results, dumps = {}, P.dumps
   local i = 0
   local ok, err = xpcall(function()
@@ -664,7 +659,7 @@ function M._run_task(fbytes, abytes, n, star, max_result, who)
   if not ok and type(err) == "table" and err.kind == "interrupted" then error(err, 0) end
   local out
   if ok then
-    ok, out = pcall(dumps_results, results, "result")
+    ok, out = pcall(dumps, results, {name = "result"})
     if ok then out = "O" .. out
       if #out > max_result then
         err = {kind = "full", message = string.format(
