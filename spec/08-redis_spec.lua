@@ -300,8 +300,8 @@ describe("lmp.RedisPool", function()
     local S
     local K = RM._keys("scripts")
     local function add(cl, tid, max)
-      return cl:call("XADD", K.tasks, "*", "t", tid, "n", "", "m", max or 3, "ttl", 60000,
-        "f", "", "a", "", "c", 1, "s", 0)
+      return cl:call("XADD", K.tasks, "*", "t", tid, "h",
+        string.format("1 0 %d 60000 30000 1000 0", max or 3), "f", "", "a", "")
     end
     before_each(function()
       S = srv:client()
@@ -310,34 +310,63 @@ describe("lmp.RedisPool", function()
     end)
 
     it("discard a result from a worker whose delivery was reclaimed", function()
-      local id = add(S, "t1")
+      local id = add(S, "c1:1")
       local a = S:eval("fetch", {K.tasks, K.dead, K.err}, {"lmp", "A", 0, 1, "0-0", 1, K.prefix})
       assert.equal(id, a[2][1])
       assert.equal(1, a[2][2])
       local b = S:eval("fetch", {K.tasks, K.dead, K.err}, {"lmp", "B", 0, 1, "0-0", 0, K.prefix})
       assert.equal(id, b[2][1])
       assert.equal(2, b[2][2])                       -- the reclaim counted a delivery
-      local r = S:eval("commit", {K.tasks, K.err}, {"lmp", "A", K.prefix, id, 1, "t1", "", 60000, "Ostale"})
+      local r = S:eval("commit", {K.tasks, K.err}, {"lmp", "A", K.prefix, id, 1, "c1:1", 60000, "Ostale"})
       assert.same({0}, r)
       assert.equal("stale", S:eval("fail", {K.tasks, K.dead, K.err},
         {"lmp", "A", K.prefix, id, 1, "late", "", 0}))
       assert.same({0}, S:eval("heartbeat", {K.tasks, K.workers, K.winfo}, {"lmp", "A", 1000, "", id, 1}))
-      r = S:eval("commit", {K.tasks, K.err}, {"lmp", "B", K.prefix, id, 2, "t1", "", 60000, "Ofresh"})
+      r = S:eval("commit", {K.tasks, K.err}, {"lmp", "B", K.prefix, id, 2, "c1:1", 60000, "Ofresh"})
       assert.same({1}, r)
-      assert.equal("Ofresh", S:call("GET", K.prefix .. "r:t1"))
+      assert.equal("Ofresh", S:call("HGET", K.prefix .. "r:c1", "c1:1"))
+      assert.same({"c1:1"}, S:call("LRANGE", K.prefix .. "n:c1", 0, -1))
       assert.equal(0, S:call("XLEN", K.tasks))
     end)
 
+    it("commit a batch: owned results per caller, stale and repeated ones dropped", function()
+      local a1, b1, a2, st = add(S, "ca:1"), add(S, "cb:1"), add(S, "ca:2"), add(S, "ca:3")
+      S:eval("fetch", {K.tasks, K.dead, K.err}, {"lmp", "A", 0, 4, "0-0", 1, K.prefix})
+      -- st is reclaimed by B (its delivery 2): A's result for it is stale
+      S:call("XCLAIM", K.tasks, "lmp", "B", 0, st)
+      local r = S:eval("commit", {K.tasks, K.err}, {"lmp", "A", K.prefix,
+        a2, 1, "ca:2", 60000, "O2",
+        a1, 1, "ca:1", 60000, "O1",
+        st, 1, "ca:3", 60000, "Ostale",
+        b1, 1, "cb:1", 5000, "Ob",
+        a1, 1, "ca:1", 60000, "Oagain"})
+      assert.same({1, 1, 0, 1, 0}, r)
+      assert.same({"O1", "O2", false}, S:call("HMGET", K.prefix .. "r:ca", "ca:1", "ca:2", "ca:3"))
+      assert.same({"ca:2", "ca:1"}, S:call("LRANGE", K.prefix .. "n:ca", 0, -1))
+      assert.same({"cb:1"}, S:call("LRANGE", K.prefix .. "n:cb", 0, -1))
+      assert.equal("Ob", S:call("HGET", K.prefix .. "r:cb", "cb:1"))
+      local ttl = S:call("PTTL", K.prefix .. "r:cb")
+      assert.truthy(ttl > 0 and ttl <= 5000)
+      assert.truthy(S:call("PTTL", K.prefix .. "n:ca") > 5000)
+      assert.equal(1, S:call("XLEN", K.tasks))       -- only the stale one is left
+      assert.equal(st, S:call("XRANGE", K.tasks, "-", "+")[1][1])
+      local got = S:eval("collect", {K.prefix .. "n:ca", K.prefix .. "r:ca"}, {10})
+      assert.same({"ca:2", "O2", "ca:1", "O1"}, got)
+      assert.equal(0, S:call("EXISTS", K.prefix .. "r:ca"))   -- taken, not copied
+      assert.same({}, S:eval("collect", {K.prefix .. "n:ca", K.prefix .. "r:ca"}, {10}))
+      S:call("DEL", K.prefix .. "r:cb", K.prefix .. "n:cb")
+    end)
+
     it("count reclaims and dead-letter past the limit", function()
-      local id = add(S, "t2", 2)
+      local id = add(S, "c2:7", 2)
       S:eval("fetch", {K.tasks, K.dead, K.err}, {"lmp", "A", 0, 1, "0-0", 1, K.prefix})
       local b = S:eval("fetch", {K.tasks, K.dead, K.err}, {"lmp", "B", 0, 1, "0-0", 0, K.prefix})
       assert.equal(2, b[2][2])
       local c = S:eval("fetch", {K.tasks, K.dead, K.err}, {"lmp", "C", 0, 1, "0-0", 0, K.prefix})
       assert.equal(1, #c)                            -- nothing handed out: dead
       assert.equal(1, S:call("XLEN", K.dead))
-      local v = S:call("GET", K.prefix .. "r:t2")
-      local ok, e = RM._decode_result("t2", v)
+      local v = S:call("HGET", K.prefix .. "r:c2", "c2:7")
+      local ok, e = RM._decode_result("c2:7", v)
       assert.is_false(ok)
       assert.is_true(lmp.is_error(e, "worker_lost"))
       assert.equal(2, e.deliveries)

@@ -2,11 +2,12 @@
 -- `lmp worker` runs (lua/lmp/cli.lua parses the command line).
 --
 -- Tasks go to a Redis stream with a consumer group (one per queue);
--- results come back as per-task keys with a TTL plus a per-caller list
--- of finished task ids. Every delivery is identified by its attempt
--- token (consumer, delivery count) from the group's pending list, and
--- results, failures and heartbeats are committed by server-side scripts
--- (lmp.redis_scripts) that check it. See docs/api/redis.md.
+-- results come back in a per-caller hash (task id -> value) plus a
+-- list of finished task ids, both with a TTL. Every delivery is
+-- identified by its attempt token (consumer, delivery count) from the
+-- group's pending list, and results, failures and heartbeats are
+-- committed by server-side scripts (lmp.redis_scripts) that check it.
+-- See docs/api/redis.md.
 local core = require "lmp.core"
 local R = require "lmp.c.redis"
 local S = require "lmp.redis_scripts"
@@ -31,6 +32,11 @@ local function keys_of(queue)
           cfg = p .. "cfg", workers = p .. "workers", winfo = p .. "winfo"}
 end
 M._keys = keys_of
+
+-- The caller id of a task id ("<caller>:<seq>"), as the scripts take it.
+function M._caller_of(tid)
+  return tid:match("^(.*):[^:]*$") or tid
+end
 
 ---------------------------------------------------------------- client
 
@@ -252,9 +258,11 @@ function M.RedisPool(opts)
     _dumps = pickle.encoder(o.codec), seq = 0,
     tasks = {},          -- task id -> {job =, k =, first =, n =}
     reattached = {},     -- task id -> job (results polled by key)
-    npending = 0, feeders = {},
+    npending = 0, feeders = {}, headers = {}, nheaders = 0,
   }, M._pool_mt)
+  self.tid_prefix = self.id .. ":"
   self.notify = k.prefix .. "n:" .. self.id
+  self.results = k.prefix .. "r:" .. self.id
   cl.on_reconnect = function(c) ensure_group(c, k) end
   ensure_group(cl, k)
   cl:call("HSET", k.cfg, "vt", math.floor(o.vt * 1000))
@@ -290,6 +298,21 @@ function RedisPool:_new_job(fname, opts)
     _error_callback = opts.error_callback}, AsyncResult)
 end
 
+-- The header of a task of n items (see lmp.redis_scripts), cached: a
+-- pool's tasks share a few.
+function RedisPool:_header(n, star)
+  local key = star and -n or n
+  local h = self.headers[key]
+  if not h then
+    local o = self.o
+    h = string.format("%d %d %d %d %d %d %d", n, star and 1 or 0, o.max_retries,
+      math.floor(o.result_ttl * 1000), math.floor(o.vt * 1000), o.max_result_size,
+      o.retry_errors and 1 or 0)
+    if self.nheaders < 64 then self.headers[key], self.nheaders = h, self.nheaders + 1 end
+  end
+  return h
+end
+
 -- The XADD command of one task (a chunk of n argument lists or items).
 function RedisPool:_task_cmd(job, kk, first, n, fbytes, items, star)
   local a = self._dumps(items, "args")
@@ -299,15 +322,13 @@ function RedisPool:_task_cmd(job, kk, first, n, fbytes, items, star)
       "task is %d bytes pickled, over the RedisPool's max_task_size (%d bytes)",
       size, self.o.max_task_size), {size = size, limit = self.o.max_task_size}), 0)
   end
-  self.seq = self.seq + 1
-  local tid = self.id .. ":" .. self.seq
+  local seq = self.seq + 1
+  self.seq = seq
+  local tid = self.tid_prefix .. seq
   self.tasks[tid] = {job = job, k = kk, first = first, n = n}
   self.npending = self.npending + 1
-  return {"XADD", self.k.tasks, "*", "t", tid, "n", self.notify,
-    "m", self.o.max_retries, "ttl", math.floor(self.o.result_ttl * 1000),
-    "v", math.floor(self.o.vt * 1000),
-    "x", self.o.max_result_size, "e", self.o.retry_errors and 1 or 0,
-    "c", n, "s", star and 1 or 0, "f", fbytes, "a", a}, tid
+  return {"XADD", self.k.tasks, "*", "t", tid, "h", self:_header(n, star),
+    "f", fbytes, "a", a}, tid
 end
 
 -- Sends the commands; a failure forgets their tasks and raises.
@@ -497,14 +518,14 @@ end
 -- all) for the first. Returns the number handled.
 function RedisPool:_step(timeout)
   local cl, n = self.cl, 0
-  local got = cl:eval("collect", {self.notify}, {self.k.prefix, 256})
+  local got = cl:eval("collect", {self.notify, self.results}, {256})
   if #got == 0 and next(self.reattached) then
-    local cmds, tids = {}, {}
+    local keys, tids = {}, {}
     for tid in pairs(self.reattached) do
-      cmds[#cmds + 1] = {"GETDEL", self.k.prefix .. "r:" .. tid}
       tids[#tids + 1] = tid
+      keys[#keys + 1] = self.k.prefix .. "r:" .. M._caller_of(tid)
     end
-    local vals = cl:pipeline(cmds)
+    local vals = cl:eval("take", keys, tids)
     for i, tid in ipairs(tids) do
       if vals[i] then self:_deliver(tid, vals[i]) n = n + 1 end
     end
@@ -515,7 +536,7 @@ function RedisPool:_step(timeout)
     local block = math.min(timeout or 1, 1)
     if block < 0.001 then block = 0.001 end
     local r = cl:callt(block + self.o.timeout, "BLPOP", self.notify, string.format("%.3f", block))
-    if r then got = cl:eval("collect", {self.notify}, {self.k.prefix, 256, r[2]}) end
+    if r then got = cl:eval("collect", {self.notify, self.results}, {256, r[2]}) end
   end
   for i = 1, #got, 2 do
     if self:_deliver(got[i], got[i + 1]) then n = n + 1 end

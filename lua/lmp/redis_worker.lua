@@ -21,10 +21,14 @@ local function hostname()
   return h
 end
 
+-- The fields of a task entry (see lmp.redis_scripts): t, h, f, a.
 local function fields(list)
+  if list[1] == "t" and list[3] == "h" and list[5] == "f" and list[7] == "a" then
+    return list[2], list[4], list[6], list[8]
+  end
   local t = {}
   for i = 1, #list, 2 do t[list[i]] = list[i + 1] end
-  return t
+  return t.t, t.h, t.f, t.a
 end
 
 local Worker = {}
@@ -54,27 +58,39 @@ function Worker:_reconnect_rd()
   return ok
 end
 
+-- The parsed header of a task ("c s m ttl v x e"), cached by its text:
+-- one caller's tasks share a few.
+function Worker:_header(h)
+  local p = self.headers[h]
+  if p then return p end
+  local c, s, _, ttl, v, x, e = (h or ""):match("^(%d+) (%d) (%d+) (%d+) (%d+) (%d+) (%d)$")
+  p = {c = tonumber(c) or 1, s = s == "1", ttl = ttl or "3600000", v = tonumber(v),
+       x = tonumber(x) or 4 * 1024 * 1024, e = e == "1"}
+  if self.nheaders >= 256 then self.headers, self.nheaders = {}, 0 end
+  self.headers[h or ""], self.nheaders = p, self.nheaders + 1
+  return p
+end
+
 -- Hands a delivered entry to the local pool.
 function Worker:_submit(id, d, flist)
   if self.inflight[id] then return end        -- already ours (redelivered to us)
-  local t = fields(flist)
+  local tid, h, f, a = fields(flist)
+  local hd = self:_header(h)
   -- The task carries its queue's visibility timeout: a worker that started
   -- before the pool set it learns it now, not at its next reap.
-  local v = tonumber(t.v)
+  local v = hd.v
   if v and v ~= self.vt_ms then
     self:_set_vt(v)
     self.next_hb = math.min(self.next_hb, core.time() + self.hb_every)
     self.next_reap = math.min(self.next_reap, core.time() + self.reap_every)
   end
-  local rec = {id = id, d = d, t = t.t, n = t.n, ttl = t.ttl or 3600000,
-               e = t.e == "1", started = core.time()}
+  local rec = {id = id, d = d, t = tid or "", ttl = hd.ttl, e = hd.e}
   self.inflight[id] = rec
   self.ninflight = self.ninflight + 1
   self.taken = self.taken + 1
-  local x = tonumber(t.x) or 4 * 1024 * 1024
   local ok, err = pcall(self.pool.apply_async, self.pool, RM._run_task,
-    {t.f or "", t.a or "", tonumber(t.c) or 1, t.s == "1", x, self.me}, {
-      callback = function(v) self.done[#self.done + 1] = {rec, v} end,
+    {f or "", a or "", hd.c, hd.s, hd.x, self.me}, {
+      callback = function(val) self.done[#self.done + 1] = rec rec.v = val end,
       error_callback = function(e)
         self.failed[#self.failed + 1] = {rec, tostring(e.message or e), ""}
       end})
@@ -123,15 +139,17 @@ end
 
 function Worker:_flush()
   if #self.done > 0 then
-    local args, recs = {GROUP, self.me, self.k.prefix}, {}
-    for _, dv in ipairs(self.done) do
-      local rec, v = dv[1], dv[2]
+    local args, n, recs = {GROUP, self.me, self.k.prefix}, 3, {}
+    for _, rec in ipairs(self.done) do
+      local v = rec.v
       if rec.e and v:sub(1, 1) == "E" then       -- retry_errors: a failure
         local okl, e = pcall(pickle.loads, v:sub(2), {functions = false})
         self.failed[#self.failed + 1] = {rec, okl and tostring(e.message) or "task raised", v:sub(2)}
       else
         recs[#recs + 1] = rec
-        for _, a in ipairs({rec.id, rec.d, rec.t, rec.n or "", rec.ttl, v}) do args[#args + 1] = a end
+        args[n + 1], args[n + 2], args[n + 3], args[n + 4], args[n + 5] =
+          rec.id, rec.d, rec.t, rec.ttl, v
+        n = n + 5
       end
     end
     self.done = {}
@@ -223,7 +241,7 @@ function W.run(opts)
     max_tasks = opts.max_tasks, quiet = opts.quiet, host = hostname(),
     pid = P.current_process().pid, inflight = {}, ninflight = 0, taken = 0,
     processed = 0, stale = 0, done = {}, failed = {}, cursor = "0-0",
-    next_reap = 0, next_hb = 0, t0 = os.time(),
+    next_reap = 0, next_hb = 0, t0 = os.time(), headers = {}, nheaders = 0,
   }, Worker)
   self.me = string.format("%s:%d:%s", self.host, self.pid, R.random_hex(3))
   self.debug = os.getenv("LMP_REDIS_DEBUG") ~= nil
