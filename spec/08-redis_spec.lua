@@ -317,12 +317,12 @@ describe("lmp.RedisPool", function()
       local b = S:eval("fetch", {K.tasks, K.dead, K.err}, {"lmp", "B", 0, 1, "0-0", 0, K.prefix})
       assert.equal(id, b[2][1])
       assert.equal(2, b[2][2])                       -- the reclaim counted a delivery
-      local r = S:eval("commit", {K.tasks, K.err}, {"lmp", "A", K.prefix, id, 1, "c1:1", 60000, "Ostale"})
+      local r = S:eval("commit", {K.tasks, K.err}, {"lmp", "A", K.prefix, id, id, "c1", 60000, 1, id, 1, "c1:1", "Ostale"})
       assert.same({0}, r)
       assert.equal("stale", S:eval("fail", {K.tasks, K.dead, K.err},
         {"lmp", "A", K.prefix, id, 1, "late", "", 0}))
       assert.same({0}, S:eval("heartbeat", {K.tasks, K.workers, K.winfo}, {"lmp", "A", 1000, "", id, 1}))
-      r = S:eval("commit", {K.tasks, K.err}, {"lmp", "B", K.prefix, id, 2, "c1:1", 60000, "Ofresh"})
+      r = S:eval("commit", {K.tasks, K.err}, {"lmp", "B", K.prefix, id, id, "c1", 60000, 1, id, 2, "c1:1", "Ofresh"})
       assert.same({1}, r)
       assert.equal("Ofresh", S:call("HGET", K.prefix .. "r:c1", "c1:1"))
       assert.same({"c1:1"}, S:call("LRANGE", K.prefix .. "n:c1", 0, -1))
@@ -334,13 +334,11 @@ describe("lmp.RedisPool", function()
       S:eval("fetch", {K.tasks, K.dead, K.err}, {"lmp", "A", 0, 4, "0-0", 1, K.prefix})
       -- st is reclaimed by B (its delivery 2): A's result for it is stale
       S:call("XCLAIM", K.tasks, "lmp", "B", 0, st)
-      local r = S:eval("commit", {K.tasks, K.err}, {"lmp", "A", K.prefix,
-        a2, 1, "ca:2", 60000, "O2",
-        a1, 1, "ca:1", 60000, "O1",
-        st, 1, "ca:3", 60000, "Ostale",
-        b1, 1, "cb:1", 5000, "Ob",
-        a1, 1, "ca:1", 60000, "Oagain"})
-      assert.same({1, 1, 0, 1, 0}, r)
+      local r = S:eval("commit", {K.tasks, K.err}, {"lmp", "A", K.prefix, a1, st,
+        "ca", 60000, 4, a2, 1, "ca:2", "O2", a1, 1, "ca:1", "O1",
+                        st, 1, "ca:3", "Ostale", a1, 1, "ca:1", "Oagain",
+        "cb", 5000, 1, b1, 1, "cb:1", "Ob"})
+      assert.same({1, 1, 0, 0, 1}, r)
       assert.same({"O1", "O2", false}, S:call("HMGET", K.prefix .. "r:ca", "ca:1", "ca:2", "ca:3"))
       assert.same({"ca:2", "ca:1"}, S:call("LRANGE", K.prefix .. "n:ca", 0, -1))
       assert.same({"cb:1"}, S:call("LRANGE", K.prefix .. "n:cb", 0, -1))
@@ -355,6 +353,16 @@ describe("lmp.RedisPool", function()
       assert.equal(0, S:call("EXISTS", K.prefix .. "r:ca"))   -- taken, not copied
       assert.same({}, S:eval("collect", {K.prefix .. "n:ca", K.prefix .. "r:ca"}, {10}))
       S:call("DEL", K.prefix .. "r:cb", K.prefix .. "n:cb")
+    end)
+
+    it("order stream ids as numbers", function()
+      local before = RM._id_before
+      for _, c in ipairs({{"1-0", "2-0"}, {"9-5", "10-0"}, {"10-9", "10-10"}, {"10-99", "11-0"},
+                          {"1700000000000-9", "1700000000000-10"}, {"1699999999999-99", "1700000000000-0"}}) do
+        assert.is_true(before(c[1], c[2]), c[1] .. " < " .. c[2])
+        assert.is_false(before(c[2], c[1]), c[2] .. " > " .. c[1])
+      end
+      assert.is_false(before("5-5", "5-5"))
     end)
 
     it("count reclaims and dead-letter past the limit", function()

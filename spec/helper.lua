@@ -56,11 +56,25 @@ function H.run_lmp(code, opts)
 end
 
 --- Number of open fds of this process.
-function H.count_fds()
-  local p = io.popen("ls /proc/" .. H.getpid() .. "/fd 2>/dev/null | wc -l")
-  local n = tonumber(p:read("*a"))
+-- This process's open fds as "fd -> target" lines, sorted, without
+-- either end of the pipe the listing is read through (popen closes the
+-- child's end in the parent only after the child starts, so a count that
+-- subtracts one is off by one now and then).
+function H.list_fds()
+  local p = io.popen("readlink /proc/$$/fd/1; ls -l /proc/" .. H.getpid() .. "/fd 2>/dev/null")
+  local out = p:read("*a")
   p:close()
-  return n - 1   -- the ls pipe
+  local own = out:match("^([^\n]*)\n")
+  local fds = {}
+  for fd, target in out:gmatch("(%d+) %-> ([^\n]*)") do
+    if target ~= own then fds[#fds + 1] = fd .. " -> " .. target end
+  end
+  table.sort(fds)
+  return fds
+end
+
+function H.count_fds()
+  return #H.list_fds()
 end
 
 function H.getpid()

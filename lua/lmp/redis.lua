@@ -38,6 +38,15 @@ function M._caller_of(tid)
   return tid:match("^(.*):[^:]*$") or tid
 end
 
+--- _id_before(a, b): stream id a ("ms-seq") sorts before b (numbers
+-- without leading zeros: the longer is the larger; parses nothing).
+function M._id_before(a, b)
+  local ia, ib = a:find("-", 1, true), b:find("-", 1, true)
+  if ia ~= ib then return ia < ib end
+  if #a ~= #b and a:sub(1, ia) == b:sub(1, ib) then return #a < #b end
+  return a < b
+end
+
 ---------------------------------------------------------------- client
 
 -- A connection that reconnects with backoff (for up to reconnect_timeout
@@ -306,7 +315,7 @@ function RedisPool:_header(n, star)
   if not h then
     local o = self.o
     h = string.format("%d %d %d %d %d %d %d", n, star and 1 or 0, o.max_retries,
-      math.floor(o.result_ttl * 1000), math.floor(o.vt * 1000), o.max_result_size,
+      math.floor(o.result_ttl * 1000), math.floor(o.vt * 1000), math.floor(o.max_result_size),
       o.retry_errors and 1 or 0)
     if self.nheaders < 64 then self.headers[key], self.nheaders = h, self.nheaders + 1 end
   end

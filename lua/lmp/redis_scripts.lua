@@ -105,76 +105,61 @@ end
 return out
 ]==]
 
---- COMMIT: KEYS tasks, err; ARGV group, consumer, prefix, then for each
--- result: id, deliveries, task id, ttl ms, value.
--- Checks every token with one XPENDING over the batch's id range, then
+--- COMMIT: KEYS tasks, err; ARGV group, consumer, prefix, lowest id,
+-- highest id, then per caller: caller id, ttl ms, count k, and k times
+-- id, deliveries, task id, value.
+-- Checks every token with one XPENDING over [lowest, highest], then
 -- stores the owned results and retires their entries with one variadic
--- command each (a script's redis.call costs more than the work here).
--- Returns one 1 (committed) or 0 (stale: discarded) per result.
-S.commit = prelude .. [==[
+-- command each: in a script a redis.call costs more than the work of a
+-- task, and the worker, not Redis, sorts and groups the batch.
+-- Returns one 1 (committed) or 0 (stale: discarded) per result, in order.
+S.commit = [==[
 local tasks, errs = KEYS[1], KEYS[2]
 local g, me, prefix = ARGV[1], ARGV[2], ARGV[3]
-local function idkey(id)
-  local ms, seq = id:match('^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
-local function before(a, b)
-  local am, as = idkey(a)
-  local bm, bs = idkey(b)
-  return am < bm or (am == bm and as < bs)
-end
-local lo, hi = ARGV[4], ARGV[4]
-for i = 9, #ARGV, 5 do
-  if before(ARGV[i], lo) then lo = ARGV[i] end
-  if before(hi, ARGV[i]) then hi = ARGV[i] end
-end
 local held = {}
-for _, p in ipairs(redis.call('XPENDING', tasks, g, lo, hi, 1000000, me)) do
+for _, p in ipairs(redis.call('XPENDING', tasks, g, ARGV[4], ARGV[5], 1000000, me)) do
   held[p[1]] = tonumber(p[4])
 end
-local out, ids, again, byc, order = {}, {}, {}, {}, {}
-for i = 4, #ARGV, 5 do
-  local id, d, tid = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
-  if held[id] == d then
-    held[id] = nil                    -- a result given twice commits once
-    ids[#ids + 1] = id
-    if d > 1 then again[#again + 1] = id again[#again + 1] = id .. ':p' end
-    local cid = caller(tid)
-    local c = byc[cid]
-    if not c then
-      c = {h = {}, n = {}, ttl = 0}
-      byc[cid] = c
-      order[#order + 1] = cid
+local function each(cmd, key, list)
+  for j = 1, #list, 1000 do
+    redis.call(cmd, key, unpack(list, j, math.min(j + 999, #list)))
+  end
+end
+local out, ids, again = {}, {}, {}
+local i = 6
+while i <= #ARGV do
+  local cid, ttl, k = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  i = i + 3
+  local hv, tids = {}, {}
+  for j = i, i + 4 * k - 1, 4 do
+    local id, d, tid = ARGV[j], tonumber(ARGV[j + 1]), ARGV[j + 2]
+    if held[id] == d then
+      held[id] = nil                  -- a result given twice commits once
+      ids[#ids + 1] = id
+      if d > 1 then again[#again + 1] = id again[#again + 1] = id .. ':p' end
+      hv[#hv + 1] = tid
+      hv[#hv + 1] = ARGV[j + 3]
+      tids[#tids + 1] = tid
+      out[#out + 1] = 1
+    else
+      out[#out + 1] = 0
     end
-    c.h[#c.h + 1] = tid
-    c.h[#c.h + 1] = ARGV[i + 4]
-    c.n[#c.n + 1] = tid
-    local ttl = tonumber(ARGV[i + 3]) or 3600000
-    if ttl > c.ttl then c.ttl = ttl end
-    out[#out + 1] = 1
-  else
-    out[#out + 1] = 0
   end
-end
-local function each(cmd, key, list, step)
-  for j = 1, #list, step do
-    redis.call(cmd, key, unpack(list, j, math.min(j + step - 1, #list)))
+  i = i + 4 * k
+  if #tids > 0 then
+    local rk, nk = prefix .. 'r:' .. cid, prefix .. 'n:' .. cid
+    each('HSET', rk, hv)
+    redis.call('PEXPIRE', rk, ttl)
+    each('RPUSH', nk, tids)
+    redis.call('PEXPIRE', nk, ttl)
   end
-end
-for _, cid in ipairs(order) do
-  local c = byc[cid]
-  local rk, nk = prefix .. 'r:' .. cid, prefix .. 'n:' .. cid
-  each('HSET', rk, c.h, 1000)
-  redis.call('PEXPIRE', rk, c.ttl)
-  each('RPUSH', nk, c.n, 1000)
-  redis.call('PEXPIRE', nk, c.ttl)
 end
 if #ids > 0 then
   for j = 1, #ids, 1000 do
     redis.call('XACK', tasks, g, unpack(ids, j, math.min(j + 999, #ids)))
   end
-  each('XDEL', tasks, ids, 1000)
-  if #again > 0 then each('HDEL', errs, again, 1000) end
+  each('XDEL', tasks, ids)
+  if #again > 0 then each('HDEL', errs, again) end
 end
 return out
 ]==]

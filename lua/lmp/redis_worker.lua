@@ -84,7 +84,8 @@ function Worker:_submit(id, d, flist)
     self.next_hb = math.min(self.next_hb, core.time() + self.hb_every)
     self.next_reap = math.min(self.next_reap, core.time() + self.reap_every)
   end
-  local rec = {id = id, d = d, t = tid or "", ttl = hd.ttl, e = hd.e}
+  tid = tid or ""
+  local rec = {id = id, d = d, t = tid, c = RM._caller_of(tid), ttl = hd.ttl, e = hd.e}
   self.inflight[id] = rec
   self.ninflight = self.ninflight + 1
   self.taken = self.taken + 1
@@ -137,31 +138,62 @@ function Worker:_retire(rec)
   end
 end
 
-function Worker:_flush()
-  if #self.done > 0 then
-    local args, n, recs = {GROUP, self.me, self.k.prefix}, 3, {}
-    for _, rec in ipairs(self.done) do
-      local v = rec.v
-      if rec.e and v:sub(1, 1) == "E" then       -- retry_errors: a failure
-        local okl, e = pcall(pickle.loads, v:sub(2), {functions = false})
-        self.failed[#self.failed + 1] = {rec, okl and tostring(e.message) or "task raised", v:sub(2)}
-      else
-        recs[#recs + 1] = rec
-        args[n + 1], args[n + 2], args[n + 3], args[n + 4], args[n + 5] =
-          rec.id, rec.d, rec.t, rec.ttl, v
-        n = n + 5
+local COMMIT_MAX = 500      -- results per COMMIT (5 arguments each)
+
+-- Commits up to COMMIT_MAX finished results in one script call, sorted
+-- by caller (see COMMIT in lmp.redis_scripts); they leave self.done only
+-- once committed (an interrupted call keeps them).
+function Worker:_commit()
+  local done, before = self.done, RM._id_before
+  local m = math.min(#done, COMMIT_MAX)
+  local groups, callers, fails, lo, hi = {}, {}, {}, nil, nil
+  for i = 1, m do
+    local rec = done[i]
+    local v = rec.v
+    if rec.e and v:sub(1, 1) == "E" then       -- retry_errors: a failure
+      local okl, e = pcall(pickle.loads, v:sub(2), {functions = false})
+      fails[#fails + 1] = {rec, okl and tostring(e.message) or "task raised", v:sub(2)}
+    else
+      local grp = groups[rec.c]
+      if not grp then
+        grp = {ttl = rec.ttl}
+        groups[rec.c] = grp
+        callers[#callers + 1] = rec.c
+      elseif tonumber(rec.ttl) > tonumber(grp.ttl) then
+        grp.ttl = rec.ttl
       end
-    end
-    self.done = {}
-    if #recs > 0 then
-      local r = self.wr:eval("commit", {self.k.tasks, self.k.err}, args)
-      for i, rec in ipairs(recs) do
-        self:_retire(rec)
-        if r[i] == 1 then self.processed = self.processed + 1
-        else self.stale = self.stale + 1 end
-      end
+      grp[#grp + 1] = rec
+      if not lo or before(rec.id, lo) then lo = rec.id end
+      if not hi or before(hi, rec.id) then hi = rec.id end
     end
   end
+  if lo then
+    local args, n, recs = {GROUP, self.me, self.k.prefix, lo, hi}, 5, {}
+    for _, cid in ipairs(callers) do
+      local grp = groups[cid]
+      args[n + 1], args[n + 2], args[n + 3] = cid, grp.ttl, #grp
+      n = n + 3
+      for _, rec in ipairs(grp) do
+        args[n + 1], args[n + 2], args[n + 3], args[n + 4] = rec.id, rec.d, rec.t, rec.v
+        n = n + 4
+        recs[#recs + 1] = rec
+      end
+    end
+    local r = self.wr:eval("commit", {self.k.tasks, self.k.err}, args)
+    for i, rec in ipairs(recs) do
+      self:_retire(rec)
+      if r[i] == 1 then self.processed = self.processed + 1
+      else self.stale = self.stale + 1 end
+    end
+  end
+  for _, f in ipairs(fails) do self.failed[#self.failed + 1] = f end
+  local rest = {}
+  for i = m + 1, #done do rest[#rest + 1] = done[i] end
+  self.done = rest
+end
+
+function Worker:_flush()
+  while #self.done > 0 do self:_commit() end
   while #self.failed > 0 do
     local f = self.failed[1]
     local rec = f[1]
