@@ -5,21 +5,7 @@ local lmp = require "lmp"
 
 local q = H.shell_quote
 
--- Runs a shell command line; returns {out=, err=, code=}.
-local function sh(cmd)
-  local out, err = os.tmpname(), os.tmpname()
-  local ok, _, status = os.execute("(" .. cmd .. ") >" .. out .. " 2>" .. err .. " </dev/null")
-  local rc
-  if type(ok) == "number" then rc = ok / 256 else rc = status end
-  local function slurp(p)
-    local f = io.open(p)
-    local s = f and f:read("*a") or ""
-    if f then f:close() end
-    os.remove(p)
-    return s
-  end
-  return {out = slurp(out), err = slurp(err), code = rc}
-end
+local sh = H.sh
 
 local function lmp_cmd(args)
   return "timeout -k 2 20 " .. q(H.lmp_bin) .. " " .. args

@@ -8,21 +8,7 @@ local build = H.lmp_bin:match("^(.*)/bin/lmp$") or (H.root .. "/build/" .. H.lua
 local host_bin = build .. "/examples/host"
 local test_bin = build .. "/ctest/test_embed"
 
--- Runs a shell command line; returns {out=, err=, code=}.
-local function sh(cmd)
-  local out, err = os.tmpname(), os.tmpname()
-  local ok, _, status = os.execute("(" .. cmd .. ") >" .. out .. " 2>" .. err .. " </dev/null")
-  local rc
-  if type(ok) == "number" then rc = ok / 256 else rc = status end
-  local function slurp(p)
-    local f = io.open(p)
-    local s = f and f:read("*a") or ""
-    if f then f:close() end
-    os.remove(p)
-    return s
-  end
-  return {out = slurp(out), err = slurp(err), code = rc}
-end
+local sh = H.sh
 
 -- Runs one test of test_embed; asserts it passed.
 local function c_test(name)

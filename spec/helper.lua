@@ -30,6 +30,22 @@ end
 --- Writes `code` to a temporary script and runs it with the lmp runtime
 -- under `timeout` seconds (default 30). Returns {out=, err=, code=}; code
 -- is the exit status (124 when the time ran out).
+-- Runs a shell command line; returns {out=, err=, code=}.
+function H.sh(cmd)
+  local out, err = os.tmpname(), os.tmpname()
+  local ok, _, status = os.execute("(" .. cmd .. ") >" .. out .. " 2>" .. err .. " </dev/null")
+  local rc
+  if type(ok) == "number" then rc = ok / 256 else rc = status end
+  local function slurp(p)
+    local f = io.open(p)
+    local s = f and f:read("*a") or ""
+    if f then f:close() end
+    os.remove(p)
+    return s
+  end
+  return {out = slurp(out), err = slurp(err), code = rc}
+end
+
 function H.run_lmp(code, opts)
   opts = opts or {}
   local script = os.tmpname()

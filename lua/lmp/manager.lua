@@ -37,9 +37,7 @@ local xpcall_args = select(2, xpcall(function(a) return a end, print, true)) and
     return xpcall(function() return f(unpack(args, 1, n)) end, h)
   end
 
-local function new_error(kind, msg, fields)
-  return core.error(kind, msg, fields)
-end
+local new_error = core.error   -- (kind, msg, fields): an error object
 
 ---------------------------------------------------------------- addresses
 -- {host, port} for TCP, a path string for a Unix socket.

@@ -43,9 +43,7 @@ P.atfork{child = function()
 end}
 local F_STAR = 1
 
-local function new_error(kind, msg, fields)
-  return core.error(kind, msg, fields)
-end
+local new_error = core.error   -- (kind, msg, fields): an error object
 
 local function argerror(n, fname, msg)
   error(string.format("bad argument #%d to '%s' (%s)", n, fname, msg), 3)

@@ -18,9 +18,7 @@ local unpack = table.unpack or unpack
 local GROUP = "lmp"
 local MiB = 1024 * 1024
 
-local function new_error(kind, msg, fields)
-  return core.error(kind, msg, fields)
-end
+local new_error = core.error   -- (kind, msg, fields): an error object
 
 local function argerror(n, fname, msg)
   error(string.format("bad argument #%d to '%s' (%s)", n, fname, msg), 3)
