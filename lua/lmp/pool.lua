@@ -214,9 +214,7 @@ end
 function AsyncResult:_finish(value, err)
   if self._ready then return end
   self._ready, self._value, self._error = true, value, err
-  local pool = self._pool
-  pool.jobs[self._id] = nil
-  if err and pool.core then pool.core:drop(self._id) end
+  self._pool:_forget_job(self, err)
   local cb = err and self._error_callback or (not err and self._callback)
   if cb then
     local ok, e = pcall(cb, err or value)
@@ -230,6 +228,13 @@ end
 
 local Pool = {}
 Pool.__index = Pool
+
+-- A job has its result (or error): the pool stops tracking it, and an
+-- error drops its chunks not yet sent. (RedisPool has its own.)
+function Pool:_forget_job(job, err)
+  self.jobs[job._id] = nil
+  if err and self.core then self.core:drop(job._id) end
+end
 
 local function check_fn(fn, fname)
   if type(fn) ~= "function" then argerror(1, fname, "function expected, got " .. type(fn)) end

@@ -169,48 +169,13 @@ end
 
 ---------------------------------------------------------------- AsyncResult
 
-local AsyncResult = {}
+-- Pool's AsyncResult (ready, successful, wait, get, callbacks), except
+-- that a task handed to Redis cannot be cancelled: a worker may run it.
+local AsyncResult = setmetatable({}, {__index = require("lmp.pool").AsyncResult})
 AsyncResult.__index = AsyncResult
 
-function AsyncResult:ready() return self._ready end
-
-function AsyncResult:successful()
-  if not self._ready then error("result is not ready", 2) end
-  return self._error == nil
-end
-
---- wait([timeout]) -> true once ready, false on timeout.
-function AsyncResult:wait(timeout)
-  local deadline = timeout and core.time() + timeout
-  while not self._ready do
-    local left = deadline and deadline - core.time()
-    if left and left <= 0 then return false end
-    if self._pool._state == "done" then return self._ready end
-    self._pool:_step(left)
-  end
-  return true
-end
-
-function AsyncResult:get(timeout)
-  if not self:wait(timeout) then
-    error(new_error("timeout", string.format("result not ready after %gs", timeout)), 2)
-  end
-  if self._error then error(self._error, 2) end
-  return self._value
-end
-
---- cancel() -> false: a task handed to Redis may already be running.
+--- cancel() -> false.
 function AsyncResult:cancel() return false end
-
-function AsyncResult:_finish(value, err)
-  if self._ready then return end
-  self._ready, self._value, self._error = true, value, err
-  local cb = err and self._error_callback or (not err and self._callback)
-  if cb then
-    local ok, e = pcall(cb, err or value)
-    if not ok then io.stderr:write("lmp: RedisPool callback failed: ", tostring(e), "\n") end
-  end
-end
 
 ---------------------------------------------------------------- RedisPool
 
@@ -282,6 +247,8 @@ M._pool_mt = {__index = RedisPool,
     return string.format("lmp.RedisPool(%s, queue %s, %s)", self.o.url:gsub(":[^:@/]*@", ":***@"),
       self.o.queue, self._state)
   end}
+
+function RedisPool:_forget_job() end   -- tasks are forgotten as results arrive
 
 function RedisPool:_check_open(fname)
   if self._owner_pid ~= require("lmp.c.proc").getpid() then
