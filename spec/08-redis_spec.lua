@@ -270,6 +270,20 @@ describe("lmp.RedisPool", function()
       p2:terminate()
     end)
 
+    it("runs a task queued by an earlier lmp (a field for each number)", function()
+      local K = RM._keys("old")
+      local S = srv:client()
+      RM._ensure_group(S, K)
+      local pickle = require "lmp.pickle"
+      S:call("XADD", K.tasks, "*", "t", "oldcaller:1", "n", K.prefix .. "n:oldcaller",
+        "m", 3, "ttl", 60000, "v", 30000, "x", 4194304, "e", 0, "c", 2, "s", 1,
+        "f", pickle.dumps(function(a, b) return a + b end), "a", pickle.dumps({{1, 2}, {3, 4}}))
+      worker("old")
+      local pool = lmp.RedisPool{url = srv.url, queue = "old"}
+      assert.same({3, 7}, pool:result("oldcaller:1"):get(10))   -- both items, star-applied
+      pool:terminate()
+    end)
+
     it("drains on SIGTERM and lists live workers", function()
       local w = worker("drain", {concurrency = 1})
       local pool = lmp.RedisPool{url = srv.url, queue = "drain"}

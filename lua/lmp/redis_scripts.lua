@@ -33,9 +33,13 @@ end
 local function fields(f)
   local t = {}
   for i = 1, #f, 2 do t[f[i]] = f[i + 1] end
-  local h = t.h or ''
+  local h = t.h or ''           -- (no h: queued by an lmp of one field each)
   local c, s, m, ttl = h:match('^(%d+) (%d) (%d+) (%d+)')
-  t.c, t.s, t.m, t.ttl = c or '1', s or '0', tonumber(m) or 3, tonumber(ttl) or 3600000
+  t.c, t.s = c or t.c or '1', s or t.s or '0'
+  t.m, t.ttl = tonumber(m or t.m) or 3, tonumber(ttl or t.ttl) or 3600000
+  if h == '' then
+    t.h = table.concat({t.c, t.s, t.m, t.ttl, t.v or 30000, t.x or 4194304, t.e or 0}, ' ')
+  end
   return t
 end
 local function caller(tid)

@@ -28,6 +28,10 @@ local function fields(list)
   end
   local t = {}
   for i = 1, #list, 2 do t[list[i]] = list[i + 1] end
+  if not t.h then     -- an entry queued by lmp before the header (one field each)
+    t.h = string.format("%s %s %s %s %s %s %s", t.c or 1, t.s or 0, t.m or 3,
+      t.ttl or 3600000, t.v or 30000, t.x or 4194304, t.e or 0)
+  end
   return t.t, t.h, t.f, t.a
 end
 
