@@ -27,9 +27,6 @@ function H.wait_until(pred, timeout, interval)
   return pred() or nil
 end
 
---- Writes `code` to a temporary script and runs it with the lmp runtime
--- under `timeout` seconds (default 30). Returns {out=, err=, code=}; code
--- is the exit status (124 when the time ran out).
 -- Runs a shell command line; returns {out=, err=, code=}.
 function H.sh(cmd)
   local out, err = os.tmpname(), os.tmpname()
@@ -46,32 +43,22 @@ function H.sh(cmd)
   return {out = slurp(out), err = slurp(err), code = rc}
 end
 
+--- Writes `code` to a temporary script and runs it with the lmp runtime
+-- under `timeout` seconds (default 30). Returns {out=, err=, code=}; code
+-- is the exit status (124 when the time ran out).
 function H.run_lmp(code, opts)
   opts = opts or {}
   local script = os.tmpname()
   local f = assert(io.open(script, "w"))
   f:write(code)
   f:close()
-  local out, err = os.tmpname(), os.tmpname()
   local args = opts.args and table.concat(opts.args, " ") or ""
-  local cmd = string.format("%s timeout -k 2 %d %s %s %s >%s 2>%s </dev/null",
-    opts.env or "", opts.timeout or 30, shell_quote(opts.bin or H.lmp_bin),
-    shell_quote(script), args, out, err)
-  local ok, _, status = os.execute(cmd)
-  local rc
-  if type(ok) == "number" then rc = ok / 256 else rc = status end
-  local function slurp(p)
-    local h = io.open(p)
-    local s = h and h:read("*a") or ""
-    if h then h:close() end
-    os.remove(p)
-    return s
-  end
+  local r = H.sh(string.format("%s timeout -k 2 %d %s %s %s", opts.env or "",
+    opts.timeout or 30, shell_quote(opts.bin or H.lmp_bin), shell_quote(script), args))
   os.remove(script)
-  return {out = slurp(out), err = slurp(err), code = rc}
+  return r
 end
 
---- Number of open fds of this process.
 -- This process's open fds as "fd -> target" lines, sorted, without
 -- either end of the pipe the listing is read through (popen closes the
 -- child's end in the parent only after the child starts, so a count that
