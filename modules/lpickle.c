@@ -67,15 +67,19 @@ static int pset_grow(pset *s) {
   return 0;
 }
 
+/* The slot holding p, or the free slot where p would go (cap > 0). */
+static size_t pset_slot(const pset *s, const void *p) {
+  size_t j = phash(p) & (s->cap - 1);
+  while (s->slots[j].gen == s->gen && s->slots[j].p != p) j = (j + 1) & (s->cap - 1);
+  return j;
+}
+
 /* Adds p; returns 1 if it was new, 0 if present, -1 on memory error. */
 static int pset_add(pset *s, const void *p) {
   size_t j;
   if ((s->used + 1) * 2 > s->cap && pset_grow(s) < 0) return -1;
-  j = phash(p) & (s->cap - 1);
-  while (s->slots[j].gen == s->gen) {
-    if (s->slots[j].p == p) return 0;
-    j = (j + 1) & (s->cap - 1);
-  }
+  j = pset_slot(s, p);
+  if (s->slots[j].gen == s->gen) return 0;
   s->slots[j].p = p;
   s->slots[j].gen = s->gen;
   s->used++;
@@ -84,14 +88,7 @@ static int pset_add(pset *s, const void *p) {
 
 /* 1 if p is in the set. */
 static int pset_has(const pset *s, const void *p) {
-  size_t j;
-  if (!s->cap) return 0;
-  j = phash(p) & (s->cap - 1);
-  while (s->slots[j].gen == s->gen) {
-    if (s->slots[j].p == p) return 1;
-    j = (j + 1) & (s->cap - 1);
-  }
-  return 0;
+  return s->cap && s->slots[pset_slot(s, p)].gen == s->gen;
 }
 
 /* ---- scalars ---- */
