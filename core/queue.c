@@ -149,7 +149,10 @@ void lmp_queue_close(lmp_queue *q, int unlink_name) {
     }
     lmp_shm_unlink(q->shm.name);
   }
-  lmp_shm_close(&q->shm);
+  if (q->h && lmp_mutex_held_here(&q->h->lock))
+    lmp_shm_abandon(&q->shm);     /* see lmp_mutex_held_here */
+  else
+    lmp_shm_close(&q->shm);
   q->h = NULL;
   free(q->buf);
   q->buf = NULL;

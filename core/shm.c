@@ -96,6 +96,8 @@ void lmp_shm_close(lmp_shm *s) {
   s->addr = NULL;
 }
 
+void lmp_shm_abandon(lmp_shm *s) { s->addr = NULL; }
+
 int lmp_shm_unlink(const char *name) {
   if (!lmp_shm_name_ok(name)) return -EINVAL;
   return shm_unlink(name) < 0 ? -errno : 0;

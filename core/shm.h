@@ -35,6 +35,11 @@ int lmp_shm_attach(lmp_shm *s, const char *name);
 /* Unmaps the block (idempotent); the name is left alone. */
 void lmp_shm_close(lmp_shm *s);
 
+/* Closes without unmapping: the mapping stays for the life of the process.
+ * For a block holding a mutex that a thread of this process still holds
+ * (see lmp_mutex_held_here): one page kept beats a corrupt robust list. */
+void lmp_shm_abandon(lmp_shm *s);
+
 /* Removes a name: 0 or -errno (-ENOENT if already gone). */
 int lmp_shm_unlink(const char *name);
 

@@ -193,6 +193,22 @@ int lmp_mutex_mine(lmp_mutex *m) {
   return m->owner == my_tid() && m->count > 0;
 }
 
+int lmp_mutex_held_here(lmp_mutex *m) {
+  int32_t owner = LOAD(&m->owner);
+  if (owner == 0) return 0;
+  if (owner == my_tid()) return 1;
+  /* Another thread of ours? (A fork child sees its parent's holder as a
+   * stranger: that thread's robust list is not the child's.) */
+  return syscall(SYS_tgkill, getpid(), owner, 0) == 0 || errno != ESRCH;
+}
+
+void lmp_mutex_abandon(lmp_mutex *m, uint32_t levels) {
+  while (levels-- > 0 && lmp_mutex_mine(m)) {
+    if (m->count == 1) m->died = 1;
+    lmp_mutex_unlock(m);
+  }
+}
+
 /* ------------------------------------------------------------- semaphores */
 
 void lmp_sem_init(lmp_sem *s, uint32_t value, uint32_t bound) {
@@ -255,26 +271,52 @@ int lmp_event_wait(lmp_event *e, double deadline) {
 
 /* ------------------------------------------------------------- conditions */
 
-int lmp_cond_wait(lmp_cond *c, lmp_mutex *m, double deadline) {
-  uint32_t seq, depth, i;
-  int r;
-  if (!lmp_mutex_mine(m)) return -EPERM;
-  seq = LOAD(&c->seq);
-  depth = m->count;
-  INC(&c->waiters);
+static void relock(lmp_mutex *m, uint32_t depth) {
+  uint32_t i;
+  for (i = 0; i < depth; i++) lmp_mutex_lock_nointr(m, LMP_FOREVER);
+}
+
+static void unlock_all(lmp_mutex *m, uint32_t depth) {
+  uint32_t i;
   for (i = 0; i < depth; i++) lmp_mutex_unlock(m);
-  r = lmp_futex_wait(&c->seq, seq, deadline);
-  DEC(&c->waiters);
-  lmp_mutex_lock_nointr(m, LMP_FOREVER);
-  for (i = 1; i < depth; i++) lmp_mutex_lock_nointr(m, LMP_FOREVER);
-  if (r == -EINTR) return -EINTR;
-  return LOAD(&c->seq) != seq ? 1 : (r == 0);
+}
+
+/* waiters and signals change only under m. A sleeper that wakes (a notify
+ * bumped seq, or its time ran out) takes a granted wake-up if one is left;
+ * one that finds none sleeps again: a notify meant for one is not a
+ * notify for all who happen to look. */
+int lmp_cond_wait(lmp_cond *c, lmp_mutex *m, double deadline) {
+  uint32_t depth;
+  if (!lmp_mutex_mine(m)) return -EPERM;
+  depth = m->count;
+  c->waiters++;
+  for (;;) {
+    uint32_t seq = LOAD(&c->seq);
+    int r;
+    unlock_all(m, depth);
+    r = lmp_futex_wait(&c->seq, seq, deadline);
+    relock(m, depth);
+    if (c->signals > 0) {
+      c->signals--;
+      c->waiters--;
+      return 1;
+    }
+    if (r < 0) {
+      c->waiters--;
+      return r == -EINTR ? -EINTR : 0;
+    }
+  }
 }
 
 int lmp_cond_notify(lmp_cond *c, lmp_mutex *m, int n) {
+  uint32_t idle;
   if (!lmp_mutex_mine(m)) return -EPERM;
+  idle = c->waiters - c->signals;
+  if (n < 0 || (uint32_t)n > idle) n = (int)idle;
+  if (n == 0) return 0;
+  c->signals += (uint32_t)n;
   INC(&c->seq);
-  if (n != 0 && LOAD(&c->waiters)) lmp_futex_wake(&c->seq, n);
+  lmp_futex_wake(&c->seq, n);
   return 0;
 }
 

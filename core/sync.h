@@ -11,8 +11,9 @@
  *                until one locker has reported it.
  *   lmp_sem      counting semaphore on a futex, optionally bounded.
  *   lmp_event    a flag on a futex.
- *   lmp_cond     condition variable (a futex sequence) used with an
- *                lmp_mutex; a waiter killed while waiting steals no wakeup.
+ *   lmp_cond     condition variable used with an lmp_mutex: notify(n)
+ *                grants n wake-ups that n waiters take (a futex sequence
+ *                only tells sleepers to look), so at most n return.
  *   lmp_barrier  Python-style barrier: wait returns the arrival index; a
  *                timed-out or interrupted wait breaks it; abort, reset.
  *
@@ -47,7 +48,9 @@ typedef struct lmp_event {
 
 typedef struct lmp_cond {
   uint32_t seq;         /* the futex word, bumped by every notify */
-  uint32_t waiters;
+  uint32_t waiters;     /* waiting and not yet woken (under the lock) */
+  uint32_t signals;     /* wake-ups granted and not yet taken (under the lock) */
+  uint32_t pad;
 } lmp_cond;
 
 typedef struct lmp_barrier {
@@ -80,6 +83,17 @@ int lmp_mutex_unlock(lmp_mutex *m);
 int lmp_mutex_locked(lmp_mutex *m);
 /* 1 if the calling thread holds it. */
 int lmp_mutex_mine(lmp_mutex *m);
+/* 1 if a thread of this process may hold it. The robust-mutex list of a
+ * holder (which glibc and the kernel walk through the mutex memory
+ * itself) then points into m's block, so the block must stay mapped:
+ * unmapping it would make that thread's next lock or exit write to freed
+ * memory. Errs on the side of 1. */
+int lmp_mutex_held_here(lmp_mutex *m);
+/* The calling thread gives up `levels` of its holds because the object it
+ * held them through is going away; when that frees the mutex, the next
+ * locker is told its holder died (lock returns 1), as if this thread had
+ * exited holding it. */
+void lmp_mutex_abandon(lmp_mutex *m, uint32_t levels);
 
 void lmp_sem_init(lmp_sem *s, uint32_t value, uint32_t bound);
 /* 0, -ETIMEDOUT, -EINTR. */
@@ -95,10 +109,12 @@ int lmp_event_is_set(lmp_event *e);
 int lmp_event_wait(lmp_event *e, double deadline);
 
 /* Releases m (all recursion levels), waits for a notify, re-locks m (even
- * past the deadline or on interruption, as Python does). 1 notified (or
- * spurious), 0 timed out, -EINTR, -EPERM (m not held by this thread). */
+ * past the deadline or on interruption, as Python does). 1 notified, 0
+ * timed out, -EINTR, -EPERM (m not held by this thread). */
 int lmp_cond_wait(lmp_cond *c, lmp_mutex *m, double deadline);
-/* Wakes up to n waiters (n < 0: all). -EPERM if m is not held. */
+/* Wakes up to n of the current waiters (n < 0: all). -EPERM if m is not
+ * held. A waiter killed while waiting still counts, so a notify may then
+ * wake one fewer live waiter, and a later waiter may return at once. */
 int lmp_cond_notify(lmp_cond *c, lmp_mutex *m, int n);
 
 /* 0 or -errno; parties >= 1. */

@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../core/clock.h"
 #include "../core/sync.h"
@@ -31,6 +32,7 @@ typedef struct sobj {
   lmp_shm shm;
   void *p;          /* the object, OBJ_OFF into the block; NULL if closed */
   int kind;
+  uint32_t held;    /* Lock/RLock: holds taken through this object */
 } sobj;
 
 static size_t obj_size(int kind) {
@@ -147,9 +149,32 @@ static int l_barrier(lua_State *L) {
 
 /* ------------------------------------------------------------- common */
 
+/* The robust mutex inside the object, if it has one. */
+static lmp_mutex *obj_mutex(sobj *o) {
+  switch (o->kind) {
+    case K_LOCK: case K_RLOCK: return o->p;
+    case K_BARRIER: return &((lmp_barrier *)o->p)->m;
+    default: return NULL;
+  }
+}
+
+/* close() and __gc, safe in every state: a lock this thread still holds
+ * through this object is handed on (the next acquirer is told its holder
+ * died), and a block whose mutex some thread of ours still holds stays
+ * mapped, for that thread's robust list points into it. */
 static int s_close(lua_State *L) {
   sobj *o = lua_touserdata(L, 1);
-  lmp_shmobj_release(&o->shm, 0);
+  lmp_mutex *m;
+  if (!o->p) return 0;
+  m = obj_mutex(o);
+  if (m && o->held) lmp_mutex_abandon(m, o->held);
+  o->held = 0;
+  if (m && lmp_mutex_held_here(m)) {
+    if (o->shm.creator == getpid()) lmp_shm_unlink(o->shm.name);
+    lmp_shm_abandon(&o->shm);
+  } else {
+    lmp_shmobj_release(&o->shm, 0);
+  }
   o->p = NULL;
   return 0;
 }
@@ -230,6 +255,7 @@ static int lock_acquire_at(lua_State *L, sobj *o, int targ) {
     deadline = lmp_check_deadline(L, targ + 1);    /* acquire(true, timeout) */
   r = lmp_mutex_lock(o->p, deadline);
   if (r >= 0) {
+    o->held++;
     lua_pushboolean(L, 1);
     lua_pushboolean(L, r == 1);
     return 2;
@@ -238,15 +264,25 @@ static int lock_acquire_at(lua_State *L, sobj *o, int targ) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  if (r == -EDEADLK)
-    return luaL_error(L, "this thread already holds this lmp.Lock (acquiring "
-                      "it again would deadlock; use an lmp.RLock)");
+  if (r == -EDEADLK) {
+    /* Python waits out the timeout and returns False; only an acquire
+     * that would wait forever is an error (Python would hang there). */
+    uint32_t never = 0;
+    if (deadline < 0)
+      return luaL_error(L, "this thread already holds this lmp.Lock (acquiring "
+                        "it again without a timeout would deadlock; use an lmp.RLock)");
+    r = lmp_futex_wait(&never, 0, deadline);
+    if (r == -EINTR) return raise_wait(L, r, "acquire");
+    lua_pushboolean(L, 0);
+    return 1;
+  }
   return raise_wait(L, r, "acquire");
 }
 
 static int lock_release_at(lua_State *L, sobj *o) {
   if (lmp_mutex_unlock(o->p) < 0)
     return luaL_error(L, "release of a lock this thread does not hold");
+  if (o->held) o->held--;
   return 0;
 }
 
@@ -270,6 +306,7 @@ static int lock_acquire(lua_State *L) {
   if (lua_gettop(L) == 1) {               /* the common case, no timeout */
     int r = lmp_mutex_lock(o->p, LMP_FOREVER);
     if (r >= 0) {
+      o->held++;
       lua_pushboolean(L, 1);
       lua_pushboolean(L, r == 1);
       return 2;
@@ -279,10 +316,7 @@ static int lock_acquire(lua_State *L) {
 }
 
 static int lock_release(lua_State *L) {
-  sobj *o = fast_lock(L);
-  if (lmp_mutex_unlock(o->p) < 0)
-    return luaL_error(L, "release of a lock this thread does not hold");
-  return 0;
+  return lock_release_at(L, fast_lock(L));
 }
 
 static int lock_locked(lua_State *L) {

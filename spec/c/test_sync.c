@@ -202,6 +202,88 @@ TEST(condition_notify_and_timeout) {
   lmp_shm_close(&s);
 }
 
+/* A held mutex's block must stay mapped while a thread of ours holds it;
+ * abandoning a hold hands it on as owner-died. */
+TEST(mutex_held_here_and_abandon) {
+  lmp_shm s;
+  lmp_mutex *m = shared(&s, 2 * sizeof *m);
+  int st;
+  CHECK_EQ(lmp_mutex_init(&m[0], 0), 0);
+  CHECK_EQ(lmp_mutex_init(&m[1], 1), 0);
+  CHECK_EQ(lmp_mutex_held_here(&m[0]), 0);
+  CHECK_EQ(lmp_mutex_lock(&m[0], LMP_FOREVER), 0);
+  CHECK_EQ(lmp_mutex_held_here(&m[0]), 1);
+  pid_t pid = fork();
+  if (pid == 0) _exit(lmp_mutex_held_here(&m[0]) == 0 ? 0 : 1);  /* not the child's */
+  waitpid(pid, &st, 0);
+  CHECK_EQ(WEXITSTATUS(st), 0);
+  lmp_mutex_abandon(&m[0], 1);
+  CHECK_EQ(lmp_mutex_held_here(&m[0]), 0);
+  CHECK_EQ(lmp_mutex_lock(&m[0], lmp_deadline(2)), 1);     /* told: holder gone */
+  CHECK_EQ(lmp_mutex_unlock(&m[0]), 0);
+  CHECK_EQ(lmp_mutex_lock(&m[0], lmp_deadline(2)), 0);
+  CHECK_EQ(lmp_mutex_unlock(&m[0]), 0);
+  /* recursive: only the levels given up are released */
+  CHECK_EQ(lmp_mutex_lock(&m[1], LMP_FOREVER), 0);
+  CHECK_EQ(lmp_mutex_lock(&m[1], LMP_FOREVER), 0);
+  lmp_mutex_abandon(&m[1], 1);
+  CHECK_EQ(lmp_mutex_mine(&m[1]), 1);
+  lmp_mutex_abandon(&m[1], 5);                 /* no more than it holds */
+  CHECK_EQ(lmp_mutex_mine(&m[1]), 0);
+  CHECK_EQ(lmp_mutex_lock(&m[1], lmp_deadline(2)), 1);
+  CHECK_EQ(lmp_mutex_unlock(&m[1]), 0);
+  lmp_shm_close(&s);
+}
+
+/* Python's _TestCondition.test_notify_n: notify(n) wakes at most n of
+ * the waiters, the others sleep on; notify_all wakes the rest. */
+TEST(condition_notify_wakes_at_most_n) {
+  struct { lmp_mutex m; lmp_cond c; int ready, woken; } *x;
+  lmp_shm s;
+  pid_t pids[4];
+  int i, st, woken = 0;
+  double t0;
+  x = shared(&s, sizeof *x);
+  CHECK_EQ(lmp_mutex_init(&x->m, 0), 0);
+  for (i = 0; i < 4; i++) {
+    if ((pids[i] = fork()) == 0) {
+      int r;
+      lmp_mutex_lock(&x->m, LMP_FOREVER);
+      x->ready++;
+      r = lmp_cond_wait(&x->c, &x->m, lmp_deadline(20));
+      x->woken++;
+      lmp_mutex_unlock(&x->m);
+      _exit(r == 1 ? 0 : 1);
+    }
+  }
+  t0 = lmp_clock_now();
+  for (;;) {                          /* all four inside wait */
+    int ready;
+    lmp_mutex_lock(&x->m, LMP_FOREVER);
+    ready = x->ready;
+    lmp_mutex_unlock(&x->m);
+    if (ready == 4 || lmp_clock_now() - t0 > 10) break;
+    usleep(1000);
+  }
+  lmp_mutex_lock(&x->m, LMP_FOREVER);
+  CHECK_EQ(lmp_cond_notify(&x->c, &x->m, 2), 0);
+  lmp_mutex_unlock(&x->m);
+  t0 = lmp_clock_now();
+  while (__atomic_load_n(&x->woken, __ATOMIC_ACQUIRE) < 2 && lmp_clock_now() - t0 < 10)
+    usleep(1000);
+  usleep(300000);                     /* the other two must still sleep */
+  CHECK_EQ(__atomic_load_n(&x->woken, __ATOMIC_ACQUIRE), 2);
+  lmp_mutex_lock(&x->m, LMP_FOREVER);
+  CHECK_EQ(lmp_cond_notify(&x->c, &x->m, -1), 0);
+  lmp_mutex_unlock(&x->m);
+  for (i = 0; i < 4; i++) {
+    waitpid(pids[i], &st, 0);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0) woken++;
+  }
+  CHECK_EQ(woken, 4);
+  lmp_shm_close(&s);
+}
+
 TEST(barrier_releases_all_parties) {
   lmp_shm s;
   lmp_barrier *b = shared(&s, sizeof *b);
@@ -349,6 +431,8 @@ int main(void) {
   RUN(semaphore_bounds_and_timeouts);
   RUN(event_wakes_a_waiting_process);
   RUN(condition_notify_and_timeout);
+  RUN(mutex_held_here_and_abandon);
+  RUN(condition_notify_wakes_at_most_n);
   RUN(barrier_releases_all_parties);
   RUN(queue_fifo_maxsize_and_large_items);
   RUN(queue_wraps_around_the_ring);
