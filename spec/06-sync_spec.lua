@@ -22,8 +22,80 @@ describe("lmp.Lock", function()
     assert.has_error(function() l:release() end,
       "release of a lock this thread does not hold")
     l:acquire()
-    assert.error_matches(function() l:acquire(0) end, "would deadlock")
+    -- deviation from Python, which would hang: no timeout, no wait
+    assert.error_matches(function() l:acquire() end, "would deadlock")
+    assert.error_matches(function() l:acquire(true) end, "would deadlock")
     l:release()
+  end)
+
+  -- CPython _TestLock.test_lock: lock.acquire(False) == False when held;
+  -- threading's test_lock.test_timeout: a timed acquire waits it out.
+  it("a timed acquire by its holder returns false after the timeout (Python's test_lock)", function()
+    local l = lmp.Lock()
+    assert.is_true(l:acquire())
+    assert.is_false(l:acquire(false))
+    assert.is_false(l:acquire(0))
+    local t0 = lmp.time()
+    assert.is_false(l:acquire(0.2))
+    local dt = lmp.time() - t0
+    assert.is_true(dt >= 0.19 and dt < 5, "returned after " .. dt .. " s")
+    assert.is_false(l:acquire(true, 0.05))
+    assert.is_true(l:locked())
+    l:release()
+    assert.is_false(l:locked())
+  end)
+
+  it("dropped and collected while held, leaves the process sound (issue 16)", function()
+    -- The first lock's memory held an entry of this thread's robust-mutex
+    -- list: unmapping it made the next lock operation write to freed memory.
+    local r = H.run_lmp([==[
+local lmp = require "lmp"
+local other = lmp.Lock()
+do local l = lmp.Lock(); l:acquire() end
+do local r = lmp.RLock(); r:acquire(); r:acquire() end
+do local c = lmp.Condition(); c:acquire() end
+do local v = lmp.Value("int64", 1); v:get_lock():acquire() end
+collectgarbage(); collectgarbage()
+other:acquire(); other:release()
+local l = lmp.Lock()
+local held, let_go = lmp.Event(), lmp.Event()
+local p = lmp.Process{target = function(l, held, let_go)
+  l:acquire(10); held:set(); let_go:wait(20); l:release() end, args = {l, held, let_go}}
+p:start(); held:wait(10)
+print("timed out", l:acquire(0.2))
+let_go:set(); print("got", l:acquire(10)); l:release(); p:join(10)
+collectgarbage(); collectgarbage()
+local q = lmp.Queue(); q:put(1); print("queue", q:get(1))
+]==], {timeout = 30})
+    assert.equal(0, r.code, r.err)
+    assert.matches("timed out\tfalse", r.out)
+    assert.matches("got\ttrue", r.out)
+    assert.matches("queue\t1", r.out)
+  end)
+
+  it("dropped while held by this process, is handed to a waiter in another process as owner-died", function()
+    local t = S.run([==[
+local l, ready = lmp.Lock(), lmp.Event()
+local res, box = lmp.Queue(), lmp.Queue()
+box:put(l)                      -- by name: the Process keeps no reference
+local p = ctx.Process{target = function(ready, res, box)
+  local lk = box:get(true, 10)
+  ready:set()
+  res:put({lk:acquire(10)})
+  lk:release()
+end, args = {ready, res, box}}
+l:acquire()
+p:start()
+ready:wait(10)
+l = nil
+collectgarbage(); collectgarbage()
+local got = res:get(true, 10)
+out("ok", got[1]); out("died", got[2])
+p:join(10); out("code", p.exitcode)
+]==])
+    assert.equal("true", t.ok)
+    assert.equal("true", t.died)
+    assert.equal("0", t.code)
   end)
 
   it("rejects bad timeouts and closed locks", function()
@@ -222,6 +294,53 @@ describe("lmp.Condition", function()
     c:notify(); c:notify_all()
     c:release()
   end)
+
+  -- CPython _TestCondition.test_notify / test_notify_n: notify(n) wakes at
+  -- most n waiters (default 1), notify_all every one; the others sleep on.
+  for _, spec in ipairs({{2, {1}}, {4, {2, 1}}}) do
+    local nwait, steps = spec[1], spec[2]
+    it(("notify(n) wakes at most n of %d waiting processes (Python's test_notify_n)"):format(nwait), function()
+      local t = S.run(([==[
+local cond, woken, ready = lmp.Condition(), lmp.Value("int64", 0), lmp.Semaphore(0)
+local ps = {}
+for i = 1, %d do
+  ps[i] = ctx.Process{target = function(c, w, r)
+    c:acquire(); r:release()
+    local ok = c:wait(20)
+    w.value = w.value + 1
+    c:release()
+  end, args = {cond, woken, ready}}
+  ps[i]:start()
+end
+for i = 1, #ps do assert(ready:acquire(true, 10)) end
+cond:acquire(); cond:release()        -- every waiter is inside wait now
+local function settle(want)
+  local t0 = lmp.time()
+  while woken.value < want and lmp.time() - t0 < 10 do lmp.sleep(0.005) end
+  lmp.sleep(0.3)                      -- the ones not notified must still wait
+  return woken.value
+end
+local total, step = 0, 0
+for _, n in ipairs({%s}) do
+  step = step + 1
+  cond:acquire()
+  if step == 1 then cond:notify(n) elseif n == 1 then cond:notify() else cond:notify(n) end
+  cond:release()
+  total = total + n
+  out("after" .. step, settle(total))
+end
+cond:acquire(); cond:notify_all(); cond:release()
+for i = 1, #ps do ps[i]:join(10) end
+out("all", woken.value)
+]==]):format(nwait, table.concat(steps, ", ")), "fork", 60)
+      local total = 0
+      for i, n in ipairs(steps) do
+        total = total + n
+        assert.equal(tostring(total), t["after" .. i], "after notify #" .. i)
+      end
+      assert.equal(tostring(nwait), t.all)
+    end)
+  end
 
   it("wait_for returns the predicate's value, or its last one on timeout", function()
     local c = lmp.Condition(lmp.Lock())
