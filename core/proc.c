@@ -24,28 +24,37 @@ static int open_pidfd(pid_t pid) {
 #endif
 }
 
-/* In a new child: default signal handlers, nothing blocked, and death
- * with the parent. */
+/* In a new child (every signal still blocked): default signal handlers,
+ * nothing blocked, and death with the parent. */
 static void child_setup(pid_t parent) {
   sigset_t none;
   int sig;
   for (sig = 1; sig < NSIG; sig++)
     if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
+  lmp_intr_pending = 0;              /* the parent's pending Ctrl-C is not ours */
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
-  lmp_intr_pending = 0;              /* the parent's pending Ctrl-C is not ours */
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent) _exit(1);   /* the parent died before prctl */
 }
 
+/* Signals stay blocked across fork: a SIGTERM that reaches the child
+ * before child_setup (a pool terminated as it starts) then waits for the
+ * default handler and ends the child, instead of running the parent's
+ * handler there and unwinding through the parent's code. */
 pid_t lmp_proc_fork(int *pidfd) {
-  pid_t parent = getpid();
-  pid_t pid = fork();
-  if (pid < 0) return -errno;
+  pid_t parent = getpid(), pid;
+  sigset_t all, old;
+  sigfillset(&all);
+  sigprocmask(SIG_SETMASK, &all, &old);
+  pid = fork();
   if (pid == 0) {
     child_setup(parent);
     return 0;
   }
+  if (pid < 0) pid = -errno;
+  sigprocmask(SIG_SETMASK, &old, NULL);
+  if (pid < 0) return pid;
   if (pidfd) *pidfd = open_pidfd(pid);
   return pid;
 }

@@ -262,7 +262,8 @@ static struct sigaction sig_saved[2];
 static void interrupt_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   lua_sethook(L, NULL, 0, 0);
-  lmp_error_raise_interrupt(L);
+  /* none pending: a fork child inherited its parent's hook */
+  if (lmp_intr_pending) lmp_error_raise_interrupt(L);
 }
 
 /* As lua.c does it: a hook raises the error at the next Lua instruction;

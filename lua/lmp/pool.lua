@@ -406,27 +406,32 @@ function Pool:_events()
 end
 
 -- Keeps a few chunks of lazy inputs (imap over iterators) queued.
+-- Returns true when an input ran dry: its job may now be complete with
+-- nothing left to wake its reader (an empty input sends no chunk).
 function Pool:_feed()
   local f = self.feeders[1]
-  if not f then return end
+  if not f then return false end
   local want = 8 * self.n + 2      -- enough to top a worker up in one write
-  local queued = self.core:queued()
+  local queued, dry = self.core:queued(), false
   while queued < want do
     if not f() then
       table.remove(self.feeders, 1)
+      dry = true
       f = self.feeders[1]
       if not f then break end
     end
     queued = queued + 1
   end
   self.core:dispatch()
+  return dry
 end
 
 -- One turn of the loop: waits up to timeout (nil: until something
 -- happens) for results or deaths and handles them. Returns the number of
--- events handled.
+-- events handled. Never blocks after an input ran dry, so that the
+-- caller looks at its job again first.
 function Pool:_step(timeout)
-  if self.feeders[1] then self:_feed() end
+  if self.feeders[1] and self:_feed() then timeout = 0 end
   local n = self.core:step(timeout)
   if n > 0 then self:_events() end
   return n
