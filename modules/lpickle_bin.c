@@ -17,8 +17,14 @@
  *   0C n name   module (package.loaded)      0D      the globals
  *   0E n name   registered class             0F n name state   userdata
  *   10 i     the i-th short string (< 64 bytes) written as a table key
+ *   11 n zz1..zzn   typed run: n integers (zigzag varints)  } only among the
+ *   12 n f1..fn     typed run: n floats (8 raw bytes each)  } array items of
+ *            a table or list; they stand for n consecutive items (flag 2)
  * Tables, functions and userdata are numbered from 1 in the order they
- * are written; the reader meets them in the same order. */
+ * are written; the reader meets them in the same order.
+ *
+ * Flags: bit 0 references, bit 1 typed runs (format 2, lmp 0.2: a reader
+ * without them refuses the message by its flags, not by a stray tag). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -29,9 +35,15 @@
 #define MAGIC 0xB1
 enum {
   B_NIL, B_FALSE, B_TRUE, B_INT, B_FLOAT, B_STR, B_TABLE, B_TABLEMT, B_REF,
-  B_FUNC, B_JOIN, B_CFUNC, B_MODULE, B_GLOBALS, B_CLASS, B_UDATA, B_KEYREF
+  B_FUNC, B_JOIN, B_CFUNC, B_MODULE, B_GLOBALS, B_CLASS, B_UDATA, B_KEYREF,
+  B_IRUN, B_FRUN
 };
 #define F_REFS 1
+#define F_RUNS 2
+#define F_KNOWN (F_REFS | F_RUNS)
+/* Arrays shorter than this are written item by item: a run's header
+ * would cost more than the tags it saves. */
+#define RUN_MIN 8
 #define B_SHORTSTR 0x80
 #define B_SMALLINT 0xC0
 
@@ -283,30 +295,43 @@ static void put_int(benc *e, int64_t i) {
   }
 }
 
-static void put_number(benc *e, int idx) {
-  lua_State *L = e->L;
-  double x;
+/* The number at idx: 1 with *i set when it travels as an integer (a Lua
+ * integer; on 5.1 an integral double that fits, -0.0 excepted), else 0
+ * with *x set. */
+static int number_parts(lua_State *L, int idx, int64_t *i, double *x) {
 #if LUA_VERSION_NUM >= 503
   if (lua_isinteger(L, idx)) {
-    put_int(e, (int64_t)lua_tointeger(L, idx));
-    return;
+    *i = (int64_t)lua_tointeger(L, idx);
+    return 1;
   }
-  x = (double)lua_tonumber(L, idx);
+  *x = (double)lua_tonumber(L, idx);
 #else
-  x = (double)lua_tonumber(L, idx);
-  if (x == floor(x) && x > -9.2e18 && x < 9.2e18 && (x != 0 || !signbit(x))) {
-    put_int(e, (int64_t)x);
-    return;
+  *x = (double)lua_tonumber(L, idx);
+  if (*x == floor(*x) && *x > -9.2e18 && *x < 9.2e18 && (*x != 0 || !signbit(*x))) {
+    *i = (int64_t)*x;
+    return 1;
   }
 #endif
-  {
-    uint64_t u;
-    unsigned char *p = (unsigned char *)reserve(e, 9);
-    int k;
-    memcpy(&u, &x, 8);
-    p[0] = B_FLOAT;
-    for (k = 0; k < 8; k++) p[1 + k] = (unsigned char)(u >> (8 * k));
-    e->len += 9;
+  return 0;
+}
+
+static void put_f8(benc *e, double x) {
+  uint64_t u;
+  unsigned char *p = (unsigned char *)reserve(e, 8);
+  int k;
+  memcpy(&u, &x, 8);
+  for (k = 0; k < 8; k++) p[k] = (unsigned char)(u >> (8 * k));
+  e->len += 8;
+}
+
+static void put_number(benc *e, int idx) {
+  int64_t i;
+  double x;
+  if (number_parts(e->L, idx, &i, &x)) {
+    put_int(e, i);
+  } else {
+    put_byte(e, B_FLOAT);
+    put_f8(e, x);
   }
 }
 
@@ -428,15 +453,61 @@ static void enc_key(benc *e, int idx) {
   put_str(e, s, n);
 }
 
-/* The index of the key at kidx when it continues the sequence 1..narr. */
+/* The index of the key at kidx when it continues the sequence 1..narr.
+ * (5.3+: a table key of integral value is always an integer.) */
 static int next_in_sequence(lua_State *L, int kidx, size_t narr) {
 #if LUA_VERSION_NUM >= 503
   int isint;
   lua_Integer k = lua_tointegerx(L, kidx, &isint);
-  return isint && lua_isinteger(L, kidx) && (size_t)k == narr + 1;
+  return isint && (size_t)k == narr + 1;
 #else
   return lua_type(L, kidx) == LUA_TNUMBER && lua_tonumber(L, kidx) == (lua_Number)(narr + 1);
 #endif
+}
+
+/* A typed run being written among a table's array items: its kind
+ * (B_IRUN, B_FRUN, or 0 when none is open), where its count goes and how
+ * many items it holds. width 0: runs are off for this array. */
+typedef struct {
+  int kind, width;
+  size_t at;
+  uint64_t n;
+} run;
+
+static void run_init(run *r, size_t items) {
+  r->kind = 0;
+  r->n = 0;
+  r->width = items >= RUN_MIN ? varint_size(items) : 0;
+}
+
+static void run_close(benc *e, run *r) {
+  if (r->kind) fill_count(e, r->at, r->width, r->n);
+  r->kind = 0;
+}
+
+/* Writes one array item: a number joins (or opens) a run of its kind,
+ * anything else ends the run and is written as a value. */
+static void enc_item(benc *e, run *r, int idx, int depth) {
+  lua_State *L = e->L;
+  if (r->width && lua_type(L, idx) == LUA_TNUMBER) {
+    int64_t i;
+    double x;
+    int kind = number_parts(L, idx, &i, &x) ? B_IRUN : B_FRUN;
+    if (r->kind != kind) {
+      run_close(e, r);
+      put_byte(e, kind);
+      r->at = count_slot(e, r->width);
+      r->kind = kind;
+      r->n = 0;
+      e->flags |= F_RUNS;
+    }
+    if (kind == B_IRUN) put_varint(e, ((uint64_t)i << 1) ^ (uint64_t)(i >> 63));
+    else put_f8(e, x);
+    r->n++;
+    return;
+  }
+  run_close(e, r);
+  enc_value(e, idx, depth);
 }
 
 /* One lua_next walk: Lua lists the array part first, in order, so the
@@ -448,6 +519,7 @@ static void enc_table(benc *e, int idx, int depth) {
   size_t narr = 0, rawn = lua_rawlen(L, idx), at_arr, at_hash;
   uint64_t nhash = 0;
   int hasmt, top, warr = varint_size(rawn), whash = 1;
+  run r;
   luaL_checkstack(L, 6, "pickle");
   hasmt = lua_getmetatable(L, idx);
   put_byte(e, hasmt ? B_TABLEMT : B_TABLE);
@@ -461,12 +533,14 @@ static void enc_table(benc *e, int idx, int depth) {
   }
   top = lua_gettop(L);
   seg_push(e, SEG_INT, 0, 0, NULL);
+  run_init(&r, rawn);
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     if (nhash == 0 && next_in_sequence(L, top + 1, narr)) {
       e->path[e->plen - 1].i = (lua_Integer)++narr;
-      enc_value(e, top + 2, depth + 1);
+      enc_item(e, &r, top + 2, depth + 1);
     } else {
+      run_close(e, &r);
       e->path[e->plen - 1].kind = SEG_LABEL;
       e->path[e->plen - 1].s = "<key>";
       if (lua_type(L, top + 1) == LUA_TSTRING) enc_key(e, top + 1);
@@ -478,6 +552,7 @@ static void enc_table(benc *e, int idx, int depth) {
     }
     lua_pop(L, 1);
   }
+  run_close(e, &r);
   e->plen--;
   fill_count(e, at_hash, whash, nhash);   /* the later slot first: it may move */
   fill_count(e, at_arr, warr, narr);
@@ -675,17 +750,20 @@ static void enc_slice(benc *e, int idx, lua_Integer first, lua_Integer last) {
   lua_State *L = e->L;
   lua_Integer i;
   int top = lua_gettop(L);
+  run r;
   put_byte(e, B_TABLE);
   put_varint(e, (uint64_t)(last - first + 1));
   put_byte(e, 0);
   ++e->nobj;
   seg_push(e, SEG_INT, 0, 0, NULL);
+  run_init(&r, (size_t)(last - first + 1));
   for (i = first; i <= last; i++) {
     e->path[e->plen - 1].i = i - first + 1;
     lua_rawgeti(L, idx, i);
-    enc_value(e, top + 1, 1);
+    enc_item(e, &r, top + 1, 1);
     lua_settop(L, top);
   }
+  run_close(e, &r);
   e->plen--;
 }
 
@@ -785,6 +863,15 @@ static int get_byte(bdec *d) {
 static uint64_t get_varint(bdec *d) {
   uint64_t v = 0;
   int shift;
+  if (d->end - d->p >= 10) {         /* room for the longest: no checks */
+    const unsigned char *p = d->p;
+    for (shift = 0; shift < 64; shift += 7) {
+      int c = *p++;
+      v |= (uint64_t)(c & 0x7f) << shift;
+      if (!(c & 0x80)) { d->p = p; return v; }
+    }
+    dec_fail(d, "bad varint");
+  }
   for (shift = 0; shift < 64; shift += 7) {
     int c = get_byte(d);
     v |= (uint64_t)(c & 0x7f) << shift;
@@ -837,6 +924,51 @@ static void dec_key(bdec *d, int depth) {
   }
 }
 
+static double get_f8(bdec *d) {
+  uint64_t u = 0;
+  double x;
+  int k;
+  if (d->end - d->p < 8) dec_fail(d, "truncated");
+  for (k = 0; k < 8; k++) u |= (uint64_t)d->p[k] << (8 * k);
+  d->p += 8;
+  memcpy(&x, &u, 8);
+  return x;
+}
+
+/* Items 1..n of an array part into table t at off + i: values, or typed
+ * runs standing for several consecutive items. */
+static void dec_items(bdec *d, int t, lua_Integer off, size_t n, int depth) {
+  lua_State *L = d->L;
+  size_t i = 1;
+  while (i <= n) {
+    int c = d->p < d->end ? *d->p : -1;
+    if (c == B_IRUN || c == B_FRUN) {
+      size_t m, j;
+      d->p++;
+      m = get_count(d, c == B_IRUN ? 1 : 8);
+      if (m == 0 || m > n - i + 1) dec_fail(d, "run longer than its array");
+      for (j = 0; j < m; j++, i++) {
+        if (c == B_IRUN) {
+          uint64_t z = get_varint(d);
+          int64_t v = (int64_t)(z >> 1) ^ -(int64_t)(z & 1);
+#if LUA_VERSION_NUM >= 503
+          lua_pushinteger(L, (lua_Integer)v);
+#else
+          lua_pushnumber(L, (lua_Number)v);
+#endif
+        } else {
+          lua_pushnumber(L, (lua_Number)get_f8(d));
+        }
+        lua_rawseti(L, t, off + (lua_Integer)i);
+      }
+    } else {
+      dec_value(d, depth);
+      lua_rawseti(L, t, off + (lua_Integer)i);
+      i++;
+    }
+  }
+}
+
 static void dec_table(bdec *d, int hasmt, int depth) {
   lua_State *L = d->L;
   if (!lua_checkstack(L, 8)) dec_fail(d, "nesting too deep");
@@ -849,10 +981,7 @@ static void dec_table(bdec *d, int hasmt, int depth) {
     dec_value(d, depth + 1);
     if (!lua_istable(L, -1)) dec_fail(d, "metatable is not a table");
   }
-  for (i = 1; i <= narr; i++) {
-    dec_value(d, depth + 1);
-    lua_rawseti(L, t, (lua_Integer)i);
-  }
+  dec_items(d, t, 0, narr, depth + 1);
   for (i = 0; i < nhash; i++) {
     dec_key(d, depth + 1);
     if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TNUMBER &&
@@ -1064,17 +1193,7 @@ static void dec_value(bdec *d, int depth) {
 #endif
       return;
     }
-    case B_FLOAT: {
-      uint64_t u = 0;
-      double x;
-      int k;
-      if (d->end - d->p < 8) dec_fail(d, "truncated");
-      for (k = 0; k < 8; k++) u |= (uint64_t)d->p[k] << (8 * k);
-      d->p += 8;
-      memcpy(&x, &u, 8);
-      lua_pushnumber(L, (lua_Number)x);
-      return;
-    }
+    case B_FLOAT: lua_pushnumber(L, (lua_Number)get_f8(d)); return;
     case B_STR: dec_name(d); return;
     case B_TABLE: case B_TABLEMT: dec_table(d, c == B_TABLEMT, depth); return;
     case B_REF: {
@@ -1104,7 +1223,9 @@ static void bdec_init(bdec *d, lua_State *L, const char *s, size_t n) {
   d->nobj = 0;
   d->nkeys = 0;
   if (get_byte(d) != MAGIC) dec_fail(d, "not the binary format");
-  d->refs = get_byte(d) & F_REFS;
+  d->refs = get_byte(d);
+  if (d->refs & ~F_KNOWN) dec_fail(d, "written by a newer lmp (unknown format flags)");
+  d->refs &= F_REFS;
   lua_newtable(L);
   d->objs = lua_gettop(L);
   lua_newtable(L);
@@ -1151,10 +1272,7 @@ static int l_bloads_into(lua_State *L) {
   lua_pushboolean(L, 0);        /* the list itself: never referred to */
   new_obj(&d, -1);
   lua_pop(L, 1);
-  for (i = 1; i <= narr; i++) {
-    dec_value(&d, 1);
-    lua_rawseti(L, 4, off + (lua_Integer)i);
-  }
+  dec_items(&d, 4, off, narr, 1);
   for (i = 0; i < nhash; i++) {
     lua_Integer k;
     dec_key(&d, 1);

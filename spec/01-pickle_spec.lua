@@ -405,3 +405,120 @@ describe("lmp.pickle", function()
     assert.is_nil(pickle.loads("null"))
   end)
 end)
+
+describe("lmp.pickle binary typed runs (format 2)", function()
+  local B = {format = "binary"}
+  local big = has_int and math.maxinteger or 2^53
+  local small = has_int and math.mininteger or -2^53
+
+  local function same_numbers(a, b)
+    assert.equal(#a, #b)
+    for i = 1, #a do
+      local x, y = a[i], b[i]
+      if type(x) == "number" and x ~= x then
+        assert.is_true(y ~= y, "item " .. i .. " is not NaN")
+      elseif type(x) == "number" and x == 0 then
+        assert.equal(1 / x, 1 / y, "sign of zero at item " .. i)
+      else
+        assert.equal(x, y, "item " .. i)
+      end
+      if has_int and type(x) == "number" then
+        assert.equal(math.type(x), math.type(y), "type of item " .. i)
+      end
+    end
+  end
+
+  it("round-trips integer and float runs at their boundaries, exactly and with their types", function()
+    local ints = {0, -1, 1, 63, 64, -64, 127, 128, 2^31, -(2^31), 9007199254740993 - 1, big, small}
+    if has_int then ints[#ints + 1] = 9007199254740993 end      -- 2^53 + 1
+    for i = 1, #ints do if has_int then ints[i] = math.tointeger(ints[i]) or ints[i] end end
+    local floats = {0.0, -0.0, 0.1, 1 / 0, -1 / 0, 0 / 0, 5e-324, 1.7976931348623157e308, 2^53 + 0.0, 0.5}
+    if has_int then floats[#floats + 1] = 3.0 end               -- an integral float stays a float
+    for _, v in ipairs({ints, floats}) do
+      local s = pickle.dumps(v, B)
+      assert.equal(1, math.floor(s:byte(2) / 2) % 2, "runs flag set")
+      same_numbers(v, pickle.loads(s))
+    end
+  end)
+
+  it("keeps NaN payloads and the sign of -0.0 bit for bit (5.3+)", function()
+    if not string.pack then return end        -- 5.1/LuaJIT: no way to see the bits
+    local bits = {"\1\0\0\0\0\0\248\127", "\0\0\0\0\0\0\248\255", "\0\0\0\0\0\0\0\128"}
+    local v = {}
+    for i = 1, 9 do v[i] = string.unpack("<d", bits[(i - 1) % 3 + 1]) end
+    local back = pickle.loads(pickle.dumps(v, B))
+    for i = 1, 9 do assert.equal(string.pack("<d", v[i]), string.pack("<d", back[i])) end
+  end)
+
+  it("mixes runs with other items, holes, nested tables and a hash part", function()
+    local t = {}
+    for i = 1, 20 do t[i] = i end
+    for i = 21, 30 do t[i] = i + 0.5 end
+    t[31] = "s"; t[32] = {1, 2, 3, 4, 5, 6, 7, 8, 9}; t[33] = 7; t[34] = 8.25; t[35] = true
+    for i = 36, 50 do t[i] = -i end
+    t[42] = nil                        -- a hole inside a run
+    t.name, t[100], t[0] = "x", 1, 2   -- pairs past the array
+    local back = pickle.loads(pickle.dumps(t, B))
+    assert.is_true(H.deep_equal(t, back))
+    if has_int then
+      assert.equal("integer", math.type(back[20]))
+      assert.equal("float", math.type(back[21]))
+    end
+  end)
+
+  it("writes short arrays item by item and long ones as runs", function()
+    local seven, eight = {1, 2, 3, 4, 5, 6, 7}, {1, 2, 3, 4, 5, 6, 7, 8}
+    assert.equal(0, math.floor(pickle.dumps(seven, B):byte(2) / 2) % 2)
+    assert.equal(1, math.floor(pickle.dumps(eight, B):byte(2) / 2) % 2)
+    assert.same(seven, pickle.loads(pickle.dumps(seven, B)))
+    assert.same(eight, pickle.loads(pickle.dumps(eight, B)))
+    local n = {}
+    for i = 1, 100000 do n[i] = i * 3 end
+    local s = pickle.dumps(n, B)
+    assert.is_true(#s < 100000 * 4, "a run of integers takes its varints only")
+    same_numbers(n, pickle.loads(s))
+  end)
+
+  it("slices and loads_into carry runs", function()
+    local list = {}
+    for i = 1, 40 do list[i] = i % 3 == 0 and i / 4 or i end
+    local s = pickle.slice_encoder("binary")(list, 5, 34)
+    local out = {}
+    pickle.loads_into(s, out, 100, 30)
+    for i = 5, 34 do assert.equal(list[i], out[100 + i - 4]) end
+    assert.is_nil(out[100]); assert.is_nil(out[131])
+  end)
+
+  it("refuses malformed runs with a pickle error, never a crash or a big allocation", function()
+    local ok8 = pickle.dumps({1, 2, 3, 4, 5, 6, 7, 8}, B)
+    local head = ok8:sub(1, 2)         -- magic + flags
+    local cases = {
+      -- a table of 2 array items holding a run of 3
+      head .. "\6\2\0\17\3\2\4\6",
+      -- a run of 0
+      head .. "\6\1\0\17\0",
+      -- a run as a root value, outside an array
+      head .. "\17\1\2",
+      -- a float run cut short
+      head .. "\6\2\0\18\2" .. string.rep("\0", 12),
+      -- a run claiming 2^31 floats in a few bytes
+      head .. "\6\255\255\255\255\7\0\18\255\255\255\255\7\0\0",
+      -- unknown format flags
+      "\177\4\192",
+    }
+    for i, s in ipairs(cases) do
+      local ok, e = pcall(pickle.loads, s)
+      assert.is_false(ok, "case " .. i)
+      assert.is_true(lmp.is_error(e, "pickle"), "case " .. i .. ": " .. tostring(e))
+    end
+    -- random corruption of a run-bearing message: errors only
+    local rng = G.rng(1717)
+    local base = pickle.dumps({1, 2.5, 3, 4, 5, 6, 7, 8, 9, 10.5, {1, 2, 3, 4, 5, 6, 7, 8, 9}}, B)
+    for _ = 1, 2000 do
+      local pos = rng(#base)
+      local mutated = base:sub(1, pos - 1) .. string.char(rng(256) - 1) .. base:sub(pos + 1)
+      local ok, e = pcall(pickle.loads, mutated)
+      assert.is_true(ok or lmp.is_error(e, "pickle"), tostring(e))
+    end
+  end)
+end)
