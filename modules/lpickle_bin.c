@@ -860,7 +860,7 @@ static int get_byte(bdec *d) {
   return *d->p++;
 }
 
-static uint64_t get_varint(bdec *d) {
+static uint64_t get_varint_long(bdec *d) {
   uint64_t v = 0;
   int shift;
   if (d->end - d->p >= 10) {         /* room for the longest: no checks */
@@ -879,6 +879,12 @@ static uint64_t get_varint(bdec *d) {
   }
   dec_fail(d, "bad varint");
   return 0;
+}
+
+/* Most varints (counts, key numbers, small integers) are one byte. */
+static inline uint64_t get_varint(bdec *d) {
+  if (d->p < d->end && *d->p < 0x80) return *d->p++;
+  return get_varint_long(d);
 }
 
 /* A count of items that take at least `unit` bytes each: bounded by what
@@ -904,7 +910,9 @@ static void new_obj(bdec *d, int idx) {
   lua_rawseti(d->L, d->objs, ++d->nobj);
 }
 
-static void dec_key(bdec *d, int depth) {
+/* Pushes a table key; returns 1 when it is a string (then it cannot be
+ * nil or NaN). */
+static int dec_key(bdec *d, int depth) {
   lua_State *L = d->L;
   int c;
   if (d->p >= d->end) dec_fail(d, "truncated");
@@ -915,13 +923,15 @@ static void dec_key(bdec *d, int depth) {
     k = get_varint(d);
     if (k < 1 || k > (uint64_t)d->nkeys) dec_fail(d, "bad key reference");
     lua_rawgeti(L, d->keys, (lua_Integer)k);
-  } else if (c >= B_SHORTSTR && c < B_SMALLINT) {
-    dec_value(d, depth);
+    return 1;
+  }
+  dec_value(d, depth);
+  if (c >= B_SHORTSTR && c < B_SMALLINT) {
     lua_pushvalue(L, -1);
     lua_rawseti(L, d->keys, ++d->nkeys);
-  } else {
-    dec_value(d, depth);
+    return 1;
   }
+  return 0;
 }
 
 static double get_f8(bdec *d) {
@@ -983,9 +993,9 @@ static void dec_table(bdec *d, int hasmt, int depth) {
   }
   dec_items(d, t, 0, narr, depth + 1);
   for (i = 0; i < nhash; i++) {
-    dec_key(d, depth + 1);
-    if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TNUMBER &&
-                             lua_tonumber(L, -1) != lua_tonumber(L, -1)))
+    if (!dec_key(d, depth + 1) &&
+        (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TNUMBER &&
+                              lua_tonumber(L, -1) != lua_tonumber(L, -1))))
       dec_fail(d, "nil or NaN key");
     dec_value(d, depth + 1);
     lua_rawset(L, t);
