@@ -6,8 +6,15 @@
  *                      exactly and Python's json.loads reads the obvious
  *                      value (see is_plain below); one walk, no allocation
  *                      beyond a reusable pointer set.
- *   fix(v, nulls)      after cjson.decode of plain text: integral floats
- *                      back to integers (5.3+), cjson.null to nil.
+ *   leafcopy(v, classes)  plain data in which some numbers and strings
+ *                      are not plain (integral or 17-digit floats, big
+ *                      integers, byte strings): v itself when plain, else
+ *                      a copy of just the tables on the way to those
+ *                      leaves, each leaf a tagged string; nothing when v
+ *                      needs more (see the tagged form in pickle.lua).
+ *   fix(v, nulls, tags)  after cjson.decode of such text: integral floats
+ *                      back to integers (5.3+), cjson.null to nil, tagged
+ *                      leaves back to their values, in place.
  *   fmtfloat(x) / parsefloat(s)   exact float text ("%.17g" at worst).
  *   b64enc(s) / b64dec(s)          base64 for byte strings.
  *   utf8ok(s)          valid UTF-8 (no surrogates, no overlongs).
@@ -176,60 +183,99 @@ typedef struct {
   lua_State *L;
   pset *seen;
   const pset *named;  /* cached tables that travel by name, or NULL */
+  int leaves;         /* tag non-plain leaves (leafcopy) or give up (plain) */
 } plainctx;
 
-static int value_is_plain(plainctx *c, int idx, int depth);
+/* What the walk found: not expressible as (leaf-tagged) plain JSON, plain
+ * as it is, or plain once the copy it pushed is written instead. */
+enum { W_NO, W_PLAIN, W_COPY };
 
-/* A plain table: no metatable, never seen before (no shared reference,
- * no cycle, not a module/class), keys either exactly 1..n or all strings. */
-static int table_is_plain(plainctx *c, int idx, int depth) {
-  lua_State *L = c->L;
-  size_t n, nint = 0, nstr = 0;
-  int r;
-  if (depth > PLAIN_MAX_DEPTH || lua_getmetatable(L, idx)) {
-    if (depth <= PLAIN_MAX_DEPTH) lua_pop(L, 1);
-    return 0;
-  }
-  if (c->named && pset_has(c->named, lua_topointer(L, idx))) return 0;
-  r = pset_add(c->seen, lua_topointer(L, idx));
-  if (r < 0) luaL_error(L, "not enough memory");
-  if (r == 0) return 0;
-  luaL_checkstack(L, 4, "pickle");
-  n = lua_rawlen(L, idx);
+static int walk_value(plainctx *c, int idx, int depth);
+
+/* Pushes a shallow copy of the table at idx. */
+static void shallow_copy(lua_State *L, int idx, size_t narr) {
+  lua_createtable(L, (int)narr, 0);
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    int kt = lua_type(L, -2);
-    if (kt == LUA_TSTRING) {
-      if (nint || !lmp_pickle_string_is_plain(L, -2)) { lua_pop(L, 2); return 0; }
-      nstr++;
-    } else if (kt == LUA_TNUMBER && !nstr) {
-      lua_Number k = lua_tonumber(L, -2);
-      if (!(k >= 1 && k <= (lua_Number)n && k == floor(k))) {
-        lua_pop(L, 2);
-        return 0;
-      }
-      nint++;
-    } else {
-      lua_pop(L, 2);
-      return 0;
-    }
-    if (!value_is_plain(c, lua_gettop(L), depth + 1)) {
-      lua_pop(L, 2);
-      return 0;
-    }
-    lua_pop(L, 1);
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -4);
   }
-  return nstr > 0 || nint == n;
 }
 
-static int value_is_plain(plainctx *c, int idx, int depth) {
-  switch (lua_type(c->L, idx)) {
-    case LUA_TNIL: return depth == 0;   /* only the root may be nil */
-    case LUA_TBOOLEAN: return 1;
-    case LUA_TNUMBER: return lmp_pickle_number_is_plain(c->L, idx);
-    case LUA_TSTRING: return lmp_pickle_string_is_plain(c->L, idx);
-    case LUA_TTABLE: return table_is_plain(c, idx, depth);
-    default: return 0;
+/* A plain table: no metatable, never seen before (no shared reference,
+ * no cycle, not a module/class), keys either exactly 1..n or all plain
+ * strings. A value that needs a replacement makes a copy of the table
+ * (once) that holds it; the original is never changed. */
+static int walk_table(plainctx *c, int idx, int depth) {
+  lua_State *L = c->L;
+  size_t n, nint = 0, nstr = 0;
+  int r, top;
+  if (depth > PLAIN_MAX_DEPTH || lua_getmetatable(L, idx)) {
+    if (depth <= PLAIN_MAX_DEPTH) lua_pop(L, 1);
+    return W_NO;
+  }
+  if (c->named && pset_has(c->named, lua_topointer(L, idx))) return W_NO;
+  r = pset_add(c->seen, lua_topointer(L, idx));
+  if (r < 0) luaL_error(L, "not enough memory");
+  if (r == 0) return W_NO;
+  luaL_checkstack(L, 8, "pickle");
+  n = lua_rawlen(L, idx);
+  top = lua_gettop(L);
+  lua_pushnil(L);                 /* top + 1: the copy, once needed */
+  lua_pushnil(L);                 /* top + 2: the key */
+  while (lua_next(L, idx)) {      /* top + 3: the value */
+    int kt = lua_type(L, top + 2);
+    if (kt == LUA_TSTRING) {
+      if (nint || !lmp_pickle_string_is_plain(L, top + 2)) break;
+      nstr++;
+    } else if (kt == LUA_TNUMBER && !nstr) {
+      lua_Number k = lua_tonumber(L, top + 2);
+      if (!(k >= 1 && k <= (lua_Number)n && k == floor(k))) break;
+      nint++;
+    } else {
+      break;
+    }
+    r = walk_value(c, top + 3, depth + 1);
+    if (r == W_NO) break;
+    if (r == W_COPY) {            /* the replacement is at top + 4 */
+      if (lua_isnil(L, top + 1)) {
+        shallow_copy(L, idx, n);
+        lua_replace(L, top + 1);
+      }
+      lua_pushvalue(L, top + 2);
+      lua_insert(L, top + 4);
+      lua_rawset(L, top + 1);
+    }
+    lua_settop(L, top + 2);
+  }
+  if (lua_gettop(L) != top + 1 || !(nstr > 0 || nint == n)) {   /* broke out */
+    lua_settop(L, top);
+    return W_NO;
+  }
+  if (lua_isnil(L, top + 1)) {
+    lua_settop(L, top);
+    return W_PLAIN;
+  }
+  return W_COPY;
+}
+
+static int walk_leaf(plainctx *c, int idx, int plain) {
+  if (plain) return W_PLAIN;
+  if (!c->leaves) return W_NO;
+  lmp_pickle_push_leaf(c->L, idx);
+  return W_COPY;
+}
+
+static int walk_value(plainctx *c, int idx, int depth) {
+  lua_State *L = c->L;
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL: return depth == 0 ? W_PLAIN : W_NO;   /* only the root */
+    case LUA_TBOOLEAN: return W_PLAIN;
+    case LUA_TNUMBER: return walk_leaf(c, idx, lmp_pickle_number_is_plain(L, idx));
+    case LUA_TSTRING: return walk_leaf(c, idx, lmp_pickle_string_is_plain(L, idx));
+    case LUA_TTABLE: return walk_table(c, idx, depth);
+    default: return W_NO;
   }
 }
 
@@ -364,23 +410,41 @@ static const pset *named_current(lua_State *L, plainstate *st, int classes) {
   return &st->named;
 }
 
-/* plain(v [, classes]) -> boolean. classes: name -> metatable. */
-static int l_plain(lua_State *L) {
+/* Walks v (at 1; classes at 2) as plain() or leafcopy() asks. */
+static int walk_root(lua_State *L, int leaves) {
   plainstate *st = (plainstate *)lua_touserdata(L, lua_upvalueindex(1));
   plainctx c;
   lua_settop(L, 2);
   c.L = L;
   c.seen = &st->seen;
   c.named = NULL;
-  if (lua_type(L, 1) != LUA_TTABLE) {
-    lua_pushboolean(L, value_is_plain(&c, 1, 0));
+  c.leaves = leaves;
+  if (lua_type(L, 1) == LUA_TTABLE) {
+    pset_reset(c.seen);
+    c.named = named_current(L, st, 2);
+    if (!c.named) mark_named(L, c.seen, 2);   /* no cache: mark them as seen */
+  }
+  return walk_value(&c, 1, 0);
+}
+
+/* plain(v [, classes]) -> boolean. classes: name -> metatable. */
+static int l_plain(lua_State *L) {
+  lua_pushboolean(L, walk_root(L, 0) == W_PLAIN);
+  return 1;
+}
+
+/* leafcopy(v [, classes]) -> true, what to encode (v or its leaf-tagged
+ * copy) | false */
+static int l_leafcopy(lua_State *L) {
+  int r = walk_root(L, 1);
+  if (r == W_NO) {
+    lua_pushboolean(L, 0);
     return 1;
   }
-  pset_reset(c.seen);
-  c.named = named_current(L, st, 2);
-  if (!c.named) mark_named(L, c.seen, 2);   /* no cache: mark them as seen */
-  lua_pushboolean(L, value_is_plain(&c, 1, 0));
-  return 1;
+  if (r == W_PLAIN) lua_pushvalue(L, 1);
+  lua_pushboolean(L, 1);
+  lua_insert(L, -2);
+  return 2;
 }
 
 /* ---- after decoding plain text ---- */
@@ -389,15 +453,36 @@ static int is_null(lua_State *L, int idx) {
   return lua_type(L, idx) == LUA_TLIGHTUSERDATA && !lua_touserdata(L, idx);
 }
 
+/* Replaces the tagged leaf at -1 (a string starting with the tag byte)
+ * with its value. */
+static void untag_leaf(lua_State *L) {
+  size_t n;
+  const char *s = lua_tolstring(L, -1, &n);
+  int top = lua_gettop(L);
+  if (!lmp_pickle_untag_leaf(L, s, n))
+    lmp_error_raise(L, "pickle", "malformed input: bad tagged value");
+  lua_replace(L, top);
+  lua_settop(L, top);
+}
+
 /* Walks a freshly decoded (acyclic, metatable-free) table. */
-static void fix_table(lua_State *L, int idx, int nulls, int depth) {
-  luaL_checkstack(L, 4, "pickle");
-  if (depth > 2 * PLAIN_MAX_DEPTH + 10) luaL_error(L, "nesting too deep");
+static void fix_table(lua_State *L, int idx, int nulls, int tags, int depth) {
+  luaL_checkstack(L, 6, "pickle");
+  if (depth > 2 * PLAIN_MAX_DEPTH + 10) lmp_error_raise(L, "pickle", "malformed input: nesting too deep");
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     switch (lua_type(L, -1)) {
       case LUA_TTABLE:
-        fix_table(L, lua_gettop(L), nulls, depth + 1);
+        fix_table(L, lua_gettop(L), nulls, tags, depth + 1);
+        break;
+      case LUA_TSTRING:
+        if (tags && *lua_tostring(L, -1) == LMP_PICKLE_TAG) {
+          untag_leaf(L);
+          lua_pushvalue(L, -2);
+          lua_insert(L, -2);
+          lua_rawset(L, idx);     /* an existing field: safe in lua_next */
+          lua_pushnil(L);         /* lua_next's value slot */
+        }
         break;
 #if LUA_VERSION_NUM >= 503
       case LUA_TNUMBER:
@@ -426,16 +511,19 @@ static void fix_table(lua_State *L, int idx, int nulls, int depth) {
   }
 }
 
-/* fix(v, nulls) -> v: integral floats to integers (5.3+), and when nulls
- * is true, cjson.null to nil. */
+/* fix(v, nulls, tags) -> v: integral floats to integers (5.3+), and when
+ * nulls is true, cjson.null to nil; when tags is true, tagged leaves to
+ * their values. */
 static int l_fix(lua_State *L) {
-  int nulls = lua_toboolean(L, 2);
+  int nulls = lua_toboolean(L, 2), tags = lua_toboolean(L, 3);
   lua_settop(L, 1);
   if (lua_istable(L, 1)) {
 #if LUA_VERSION_NUM < 503
-    if (!nulls) return 1;
+    if (!nulls && !tags) return 1;
 #endif
-    fix_table(L, 1, nulls, 0);
+    fix_table(L, 1, nulls, tags, 0);
+  } else if (tags && lua_type(L, 1) == LUA_TSTRING && *lua_tostring(L, 1) == LMP_PICKLE_TAG) {
+    untag_leaf(L);
   } else if (is_null(L, 1)) {
     lua_pushnil(L);
 #if LUA_VERSION_NUM >= 503
@@ -472,6 +560,36 @@ static int l_fmtfloat(lua_State *L) {
 }
 
 /* parsefloat(s) -> float, or nil when s is not entirely a number. */
+void lmp_pickle_hexfloat(char buf[16], double x) {
+  static const char hex[] = "0123456789abcdef";
+  uint64_t u;
+  int i;
+  memcpy(&u, &x, 8);
+  for (i = 15; i >= 0; i--, u >>= 4) buf[i] = hex[u & 15];
+}
+
+int lmp_pickle_parse_hexfloat(const char *s, double *x) {
+  uint64_t u = 0;
+  int i;
+  for (i = 0; i < 16; i++) {
+    int c = s[i], d;
+    if (c >= '0' && c <= '9') d = c - '0';
+    else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
+    else return 0;
+    u = (u << 4) | (uint64_t)d;
+  }
+  memcpy(x, &u, 8);
+  return 1;
+}
+
+/* leaf(s) -> the value of the tagged leaf s ("\1i..", "\1f..", "\1x..",
+ * "\1b..", "\1'.."), or nothing. */
+static int l_leaf(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  return lmp_pickle_untag_leaf(L, s, n) ? 1 : 0;
+}
+
 static int l_parsefloat(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
@@ -578,6 +696,7 @@ int luaopen_lmp_c_pickle(lua_State *L) {
     {"fix", l_fix},
     {"fmtfloat", l_fmtfloat},
     {"globals", l_globals},
+    {"leaf", l_leaf},
     {"parsefloat", l_parsefloat},
     {"utf8ok", l_utf8ok},
     {NULL, NULL}
@@ -603,6 +722,9 @@ int luaopen_lmp_c_pickle(lua_State *L) {
   lua_pushvalue(L, ps);
   lua_pushcclosure(L, l_plain, 1);
   lua_setfield(L, lib, "plain");
+  lua_pushvalue(L, ps);
+  lua_pushcclosure(L, l_leafcopy, 1);
+  lua_setfield(L, lib, "leafcopy");
   lua_pushvalue(L, lib);
   lmp_pickle_bin_open(L, ps);   /* adds bdumps / bloads, sharing the names state */
   lua_settop(L, lib);

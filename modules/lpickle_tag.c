@@ -42,8 +42,8 @@ static void copy_number(lua_State *L, int idx) {
     return;
   }
 #endif
-  n = lmp_pickle_fmtfloat(buf, sizeof buf, (double)lua_tonumber(L, idx));
-  push_tagged(L, 'f', buf, (size_t)n);
+  lmp_pickle_hexfloat(buf, (double)lua_tonumber(L, idx));
+  push_tagged(L, 'x', buf, 16);
 }
 
 static void copy_string(lua_State *L, int idx) {
@@ -57,6 +57,11 @@ static void copy_string(lua_State *L, int idx) {
   lmp_pickle_b64enc(L, s, n);
   push_tagged(L, 'b', lua_tostring(L, -1), lua_rawlen(L, -1));
   lua_remove(L, -2);
+}
+
+void lmp_pickle_push_leaf(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TNUMBER) copy_number(L, idx);
+  else copy_string(L, idx);
 }
 
 static int copy_value(tagctx *c, int idx, int depth);
@@ -186,13 +191,9 @@ typedef struct {
 
 static int untag_value(untagctx *u, int idx, int depth);
 
-static int untag_string(untagctx *u, int idx) {
-  lua_State *L = u->L;
-  size_t n;
-  const char *s = lua_tolstring(L, idx, &n);
+int lmp_pickle_untag_leaf(lua_State *L, const char *s, size_t n) {
   char *end;
-  if (n == 0 || s[0] != LMP_PICKLE_TAG) { lua_pushvalue(L, idx); return 1; }
-  if (n < 2) return 0;
+  if (n < 2 || s[0] != LMP_PICKLE_TAG) return 0;
   switch (s[1]) {
     case '\'': lua_pushlstring(L, s + 2, n - 2); return 1;
     case 'b': return lmp_pickle_b64dec(L, s + 2, n - 2);
@@ -216,16 +217,30 @@ static int untag_string(untagctx *u, int idx) {
       lua_pushnumber(L, (lua_Number)x);
       return 1;
     }
-    case 'r': {
-      long id;
-      if (n < 3 || n > 20) return 0;
-      id = strtol(s + 2, &end, 10);
-      if (end != s + n || id < 1 || id > (long)u->n) return 0;
-      lua_rawgeti(L, u->objs, (lua_Integer)id);
+    case 'x': {
+      double x;
+      if (n != 18 || !lmp_pickle_parse_hexfloat(s + 2, &x)) return 0;
+      lua_pushnumber(L, (lua_Number)x);
       return 1;
     }
     default: return 0;
   }
+}
+
+static int untag_string(untagctx *u, int idx) {
+  lua_State *L = u->L;
+  size_t n;
+  const char *s = lua_tolstring(L, idx, &n);
+  char *end;
+  long id;
+  if (n == 0 || s[0] != LMP_PICKLE_TAG) { lua_pushvalue(L, idx); return 1; }
+  if (n < 2) return 0;
+  if (s[1] != 'r') return lmp_pickle_untag_leaf(L, s, n);
+  if (n < 3 || n > 20) return 0;
+  id = strtol(s + 2, &end, 10);
+  if (end != s + n || id < 1 || id > (long)u->n) return 0;
+  lua_rawgeti(L, u->objs, (lua_Integer)id);
+  return 1;
 }
 
 static int untag_table(untagctx *u, int idx, int depth) {

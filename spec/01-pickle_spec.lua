@@ -522,3 +522,64 @@ describe("lmp.pickle binary typed runs (format 2)", function()
     end
   end)
 end)
+
+describe("lmp.pickle JSON: plain data with tagged leaves", function()
+  local function py_reads(s)
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write(s)
+    f:close()
+    local p = io.popen("python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); "
+      .. "print(type(v).__name__, sorted(v) if isinstance(v, dict) else len(v))' " .. path)
+    local out = p:read("*a")
+    p:close()
+    os.remove(path)
+    return out
+  end
+
+  it("keeps the structure plain when only some numbers or strings need exactness", function()
+    local v = {score = 2.0, ratio = 1 / 7, big = 2^60, blob = "\255\0", name = "x",
+               list = {1, 2.5, 3.0, "\1tagged"}}
+    local s = pickle.dumps(v)
+    assert.is_nil(s:find("lmp1", 1, true))           -- not the tagged form
+    assert.equal("dict ['big', 'blob', 'list', 'name', 'ratio', 'score']\n", py_reads(s))
+    local back = pickle.loads(s)
+    assert.is_true(H.deep_equal(v, back))
+    if has_int then
+      assert.equal("float", math.type(back.score))
+      assert.equal("float", math.type(back.list[3]))
+      assert.equal("integer", math.type(back.list[1]))
+    end
+    assert.equal("\1tagged", back.list[4])
+  end)
+
+  it("never changes the value it pickles", function()
+    local inner = {a = 1 / 3}
+    local v = {inner, {b = 2}, 3.0}
+    pickle.dumps(v)
+    assert.equal(1 / 3, inner.a)
+    assert.equal(inner, v[1])
+    assert.equal(3.0, v[3])
+    if has_int then assert.equal("float", math.type(v[3])) end
+  end)
+
+  it("writes floats cjson would round as their 64 bits, and still reads the decimal form", function()
+    for _, x in ipairs({1 / 3, -0.0, 1 / 0, -1 / 0, 5e-324, 2.0^70, 0.30000000000000004}) do
+      local back = pickle.loads(pickle.dumps({x}))[1]
+      assert.equal(string.format("%.17g", x), string.format("%.17g", back))
+      if x == 0 then assert.equal(1 / x, 1 / back) end
+    end
+    local nan = pickle.loads(pickle.dumps({0 / 0}))[1]
+    assert.is_true(nan ~= nan)
+    -- the decimal leaf lmp 0.1 wrote, in both places it may stand
+    assert.equal(0.1 + 0.2, pickle.loads('["\\u0001f0.30000000000000004"]')[1])
+    assert.equal(0.1 + 0.2, pickle.loads('["\\u0001lmp1", ["\\u0001f0.30000000000000004"]]')[1])
+  end)
+
+  it("refuses malformed leaves with a pickle error", function()
+    for _, s in ipairs({'["\\u0001z1"]', '{"a": "\\u0001x123"}', '"\\u0001"',
+                        '["\\u0001xzzzzzzzzzzzzzzzz"]', '["\\u0001b@@@"]', '["\\u0001r1"]'}) do
+      pickle_error(pickle.loads, s)
+    end
+  end)
+end)

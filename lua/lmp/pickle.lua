@@ -9,10 +9,15 @@
 -- JSON form. Plain data (what C.plain accepts: no metatables, no shared
 -- tables, numbers that survive cjson's 14 digits, valid UTF-8, tables that
 -- are sequences or string-keyed maps) is written by cjson as is, so any
--- JSON reader sees the obvious value. Anything else is written as
+-- JSON reader sees the obvious value. Data that is plain but for some
+-- numbers or strings (integral floats, 17-digit floats, big integers, byte
+-- strings) stays plain JSON too, with just those leaves written as the
+-- tagged strings below (C.leafcopy copies only the tables on the way to
+-- them; C.fix puts them back in place). Anything else is written as
 --   ["\1lmp1", <tagged value>]
 -- where scalars cjson would lose become strings starting with the control
--- byte \1 ("\1i<int>", "\1f<float>", "\1b<base64>", "\1'<string that
+-- byte \1 ("\1i<int>", "\1f<float>" or "\1x<its 64 bits in hex>",
+-- "\1b<base64>", "\1'<string that
 -- starts with \1>", "\1r<id>" a reference, "\1g" the globals, "\1m<module>",
 -- "\1n<class>", "\1j<fid>:<n>" a shared upvalue) and containers other than
 -- plain sequences become arrays headed by a tag:
@@ -50,6 +55,7 @@ local load = (_VERSION == "Lua 5.1" and not rawget(_G, "jit")) and
 local rawlen = rawget(_G, "rawlen") or function(t) return #t end
 local cencode, cdecode, null = cjson.encode, cjson.decode, cjson.null
 local plain, fix, b64enc, b64dec = C.plain, C.fix, C.b64enc, C.b64dec
+local leafcopy = C.leafcopy
 local fmtfloat, parsefloat, utf8ok = C.fmtfloat, C.parsefloat, C.utf8ok
 local bdumps, bloads, bloads_into = C.bdumps, C.bloads, C.bloads_into
 local tagcopy, untag = C.tagcopy, C.untag
@@ -298,7 +304,8 @@ function encode_value(v, st, depth)
 end
 
 local function dumps_json(v, name)
-  if plain(v, classes) then return cencode(v) end
+  local ok, w = leafcopy(v, classes)   -- C: plain, or plain but for leaves
+  if ok then return cencode(w) end
   local copy = tagcopy(v, classes)   -- C, for data-only values
   if copy ~= nil then return cencode({HEADER, copy}) end
   local st = {ids = {}, n = 0, upvals = {}, path = {name or "value"}, plen = 1}
@@ -322,8 +329,8 @@ local function decode_tagged_string(s, st)
   elseif tag == "i" then
     if not find(rest, "^%-?%d+$") then bad("bad integer") end
     return tonumber(rest)
-  elseif tag == "f" then
-    local x = parsefloat(rest)
+  elseif tag == "f" or tag == "x" then
+    local x = tag == "f" and parsefloat(rest) or C.leaf(s)
     if x == nil then bad("bad float") end
     return x
   elseif tag == "r" then
@@ -457,7 +464,8 @@ local function loads_json(s, nofunc)
     local st = {objs = {}, n = 0, nofunc = nofunc}
     return decode_value(x[2], st, 0)
   end
-  return fix(x, find(s, "null", 1, true) ~= nil)
+  -- cjson writes the tag byte as \u0001: no such text, no tagged leaf
+  return fix(x, find(s, "null", 1, true) ~= nil, find(s, "\\u0001", 1, true) ~= nil)
 end
 
 -- ---------------------------------------------------------------- API
