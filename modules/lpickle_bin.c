@@ -412,6 +412,18 @@ static void mark_named(benc *e, pmap *to) {
 
 static void enc_value(benc *e, int idx, int depth);
 
+/* The text of the error at the top (an lmp error table has __tostring). */
+static const char *error_text(lua_State *L) {
+  if (lua_isstring(L, -1)) return lua_tostring(L, -1);
+  lua_getglobal(L, "tostring");
+  lua_pushvalue(L, -2);
+  if (lua_pcall(L, 1, 1, 0) != 0 || !lua_isstring(L, -1)) {
+    lua_pop(L, 1);
+    return luaL_typename(L, -1);
+  }
+  return lua_tostring(L, -1);
+}
+
 /* A count not known until its items are written: `width` bytes are kept
  * at `at` and filled with n as a padded varint (readers accept
  * non-minimal forms); a count that needs more room shifts what follows. */
@@ -685,8 +697,7 @@ static void enc_userdata(benc *e, int idx, int depth) {
   lua_pushvalue(L, top + 2);
   lua_pushvalue(L, idx);
   if (lua_pcall(L, 1, 1, 0) != 0) {
-    lua_pushfstring(L, "__pickle failed: %s", lua_isstring(L, -1) ?
-                    lua_tostring(L, -1) : luaL_typename(L, -1));
+    lua_pushfstring(L, "__pickle failed: %s", error_text(L));
     enc_fail(e, lua_tostring(L, -1));
   }
   seg_push(e, SEG_LABEL, 0, 0, "<state>");
@@ -1169,7 +1180,7 @@ static void dec_userdata(bdec *d, int depth) {
   lua_pushvalue(L, top + 1);
   if (lua_pcall(L, 1, 1, 0) != 0)
     lmp_error_raise(L, "pickle", "__unpickle of '%s' failed: %s", lua_tostring(L, top),
-                    lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
+                    error_text(L));
   lua_pushvalue(L, -1);
   lua_rawseti(L, d->objs, id);
   lua_replace(L, top);

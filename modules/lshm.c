@@ -114,8 +114,8 @@ void lmp_uv_get(lua_State *L, int ud) {
 }
 
 double lmp_shmobj_deadline(lua_State *L, int idx) {
-  if (lua_isboolean(L, idx))
-    return lua_toboolean(L, idx) ? LMP_FOREVER : lmp_deadline(0);
+  if (lua_isboolean(L, idx))     /* Python's (block [, timeout]) */
+    return lua_toboolean(L, idx) ? lmp_check_deadline(L, idx + 1) : lmp_deadline(0);
   return lmp_check_deadline(L, idx);
 }
 
@@ -154,15 +154,16 @@ static int l_shared_memory(lua_State *L) {
   lua_Number size = 0;
   int create = 0, keep = 0, r;
   shmobj *o;
+  size_t namelen = 0;
   if (lua_type(L, 1) == LUA_TNUMBER) {
     size = lua_tonumber(L, 1);
     create = 1;
   } else if (lua_type(L, 1) == LUA_TSTRING) {
-    name = lua_tostring(L, 1);
+    name = lua_tolstring(L, 1, &namelen);
   } else {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_getfield(L, 1, "name");
-    name = lua_tostring(L, -1);
+    name = lua_tolstring(L, -1, &namelen);
     lua_getfield(L, 1, "size");
     size = lua_tonumber(L, -1);
     lua_getfield(L, 1, "create");
@@ -171,6 +172,8 @@ static int l_shared_memory(lua_State *L) {
     keep = lua_toboolean(L, -1);
     lua_pop(L, 2);
   }
+  if (name && strlen(name) != namelen)     /* C would stop at the NUL */
+    luaL_argerror(L, 1, "block name must not contain a NUL byte");
   if (name && !lmp_shm_name_ok(name))
     luaL_argerror(L, 1, "block name must be '/' followed by 1-62 characters, no other '/'");
   if (create && !(size >= 1 && size <= 1e12 && size == floor(size)))

@@ -250,10 +250,7 @@ static int raise_wait(lua_State *L, int r, const char *what) {
 /* Acquires the lock at idx; returns 1 with owner_died pushed... */
 static int lock_acquire_at(lua_State *L, sobj *o, int targ) {
   double deadline = lmp_shmobj_deadline(L, targ);
-  int r;
-  if (lua_isboolean(L, targ) && lua_toboolean(L, targ))
-    deadline = lmp_check_deadline(L, targ + 1);    /* acquire(true, timeout) */
-  r = lmp_mutex_lock(o->p, deadline);
+  int r = lmp_mutex_lock(o->p, deadline);
   if (r >= 0) {
     o->held++;
     lua_pushboolean(L, 1);
