@@ -33,11 +33,10 @@ static void push_tagged(lua_State *L, char tag, const char *s, size_t n) {
 
 static void copy_number(lua_State *L, int idx) {
   char buf[64];
-  int n;
   if (lmp_pickle_number_is_plain(L, idx)) { lua_pushvalue(L, idx); return; }
 #if LUA_VERSION_NUM >= 503
   if (lua_isinteger(L, idx)) {
-    n = snprintf(buf, sizeof buf, "%lld", (long long)lua_tointeger(L, idx));
+    int n = snprintf(buf, sizeof buf, "%lld", (long long)lua_tointeger(L, idx));
     push_tagged(L, 'i', buf, (size_t)n);
     return;
   }
