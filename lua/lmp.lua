@@ -17,7 +17,7 @@ local lmp = {
 -- public name -> module that exports it (the module returns a table with
 -- that field).
 local where = {
-  pickle = "lmp.pickle",
+  pickle = "lmp.pickle", set_codec = "lmp.pickle", get_codec = "lmp.pickle",
   Process = "lmp.process", current_process = "lmp.process",
   parent_process = "lmp.process", active_children = "lmp.process",
   cpu_count = "lmp.process", set_start_method = "lmp.process",

@@ -55,10 +55,13 @@ static lua_Integer opt_maxlen(lua_State *L, int idx) {
 /* wrap(fd [, maxlen | {maxlen =}]) -> connection owning fd (made
  * non-blocking and close-on-exec). */
 static int l_wrap(lua_State *L) {
-  int fd = (int)luaL_checkinteger(L, 1);
+  lua_Number x = luaL_checknumber(L, 1);
+  int fd = (int)x;
   lua_Integer maxlen = opt_maxlen(L, 2);
   conn *c;
-  luaL_argcheck(L, fd >= 0, 1, "fd must be >= 0");
+  /* 5.1 would truncate 1.5 to 1 (stdout) */
+  luaL_argcheck(L, x >= 0 && x <= 2147483647.0 && x == (lua_Number)fd, 1,
+                "fd must be an integer >= 0");
   luaL_argcheck(L, maxlen > 0 && maxlen <= 0xffffffffLL, 2,
                 "maxlen must be 1 to 4 GiB - 1");
   c = lua_newuserdatauv_compat(L, sizeof *c);

@@ -1,7 +1,9 @@
 /* lqueue.c -- "lmp.c.queue": Queue, JoinableQueue and SimpleQueue over
- * core/queue.c. Values are pickled (lmp.pickle: JSON by default, or
- * codec = "binary") by the encoder kept as an upvalue of put, and read
- * back by pickle.decoder() (either form) in get. */
+ * core/queue.c. Values are pickled (lmp.pickle: codec = "json" or
+ * "binary"; absent, lmp.pickle.default_codec() chooses, JSON unless
+ * lmp.set_codec or LMP_CODEC says otherwise) by the encoder kept as an
+ * upvalue of put, and read back by pickle.decoder() (either form) in get.
+ * The codec is stored in the queue's block: every process uses it. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <math.h>
@@ -56,10 +58,13 @@ static qobj *new_qobj(lua_State *L, int kind) {
   return o;
 }
 
+/* upvalue of the constructors: the lmp.pickle module */
+#define UV_PICKLE lua_upvalueindex(1)
+
 /* (maxsize, opts) or (opts) for SimpleQueue */
 static int new_queue(lua_State *L, int kind) {
   lua_Number maxsize = 0, capacity = DEFAULT_CAPACITY;
-  int opts = kind == K_SIMPLE ? 1 : 2, codec = 0, r;
+  int opts = kind == K_SIMPLE ? 1 : 2, codec = -1, r;
   qobj *o;
   if (kind != K_SIMPLE) {
     maxsize = luaL_optnumber(L, 1, 0);
@@ -72,7 +77,8 @@ static int new_queue(lua_State *L, int kind) {
     if (!lua_isnil(L, -1)) {
       const char *c = lua_tostring(L, -1);
       if (c && strcmp(c, "binary") == 0) codec = 1;
-      else if (!c || strcmp(c, "json") != 0)
+      else if (c && strcmp(c, "json") == 0) codec = 0;
+      else
         luaL_argerror(L, opts, "codec must be \"json\" or \"binary\"");
     }
     lua_getfield(L, opts, "capacity");
@@ -80,6 +86,14 @@ static int new_queue(lua_State *L, int kind) {
     if (!(capacity >= 64 && capacity <= 1e12))
       luaL_argerror(L, opts, "capacity must be between 64 and 1e12 bytes");
     lua_pop(L, 2);
+  }
+  if (codec < 0) {       /* not given: lmp.pickle.default_codec() */
+    const char *c;
+    lua_getfield(L, UV_PICKLE, "default_codec");
+    lua_call(L, 0, 1);
+    c = lua_tostring(L, -1);
+    codec = c && strcmp(c, "binary") == 0;
+    lua_pop(L, 1);
   }
   o = new_qobj(L, kind);
   r = lmp_queue_create(&o->q, (size_t)capacity, (int64_t)maxsize,
@@ -165,6 +179,12 @@ static int q_maxsize(lua_State *L) {
 
 static int q_recoveries(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)lmp_queue_recoveries(&check_any(L, 1)->q));
+  return 1;
+}
+
+/* codec() -> "json" or "binary": the codec stored in the queue's block */
+static int q_codec(lua_State *L) {
+  lua_pushstring(L, lmp_queue_tag(&check_any(L, 1)->q) == 1 ? "binary" : "json");
   return 1;
 }
 
@@ -257,6 +277,7 @@ static void add_class(lua_State *L, int kind, lua_CFunction unpickle, int joinab
   };
   static const luaL_Reg methods[] = {
     {"close", q_close},
+    {"codec", q_codec},
     {"empty", q_empty},
     {"full", q_full},
     {"get", q_get},
@@ -296,7 +317,10 @@ int luaopen_lmp_c_queue(lua_State *L) {
   add_class(L, K_JOINABLE, u_joinable, 1);
   add_class(L, K_SIMPLE, u_simple, 0);
   lua_createtable(L, 0, 4);
-  luaL_setfuncs(L, funcs, 0);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "lmp.pickle");
+  lua_call(L, 1, 1);
+  luaL_setfuncs(L, funcs, 1);
   lua_pushliteral(L, "lmp.c.queue 1");
   lua_setfield(L, -2, "_VERSION");
   return 1;

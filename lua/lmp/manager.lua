@@ -160,24 +160,46 @@ local function proxy_tostring(self)
     tostring(rawget(self, "_id")), type(a) == "table" and addr_key(a) or tostring(a))
 end
 
-Proxy.__index = function(_, k) if not private(k) then return method(k) end end
+-- What a script stores on a proxy itself stays in this process, as in
+-- Python (a proxy pickles as its token): it lives here, not in the proxy
+-- table, whose only fields are the token's.
+local locals = setmetatable({}, {__mode = "k"})
+
+local function get_local(self, k)
+  local t = locals[self]
+  return t and t[k]
+end
+
+local function set_local(self, k, v)
+  local t = locals[self]
+  if not t then t = {}; locals[self] = t end
+  t[k] = v
+end
+
+Proxy.__index = function(self, k)
+  if private(k) then return get_local(self, k) end
+  return method(k)
+end
+Proxy.__newindex = set_local
 Proxy.__tostring = proxy_tostring
 
 ValueProxy.__index = function(self, k)
   if k == "value" then return call(self, "get") end
-  if not private(k) then return method(k) end
+  if private(k) then return get_local(self, k) end
+  return method(k)
 end
 ValueProxy.__newindex = function(self, k, v)
   if k == "value" then return call(self, "set", v) end
-  rawset(self, k, v)
+  set_local(self, k, v)
 end
 ValueProxy.__tostring = proxy_tostring
 
 NamespaceProxy.__index = function(self, k)
-  if not private(k) then return call(self, "getattr", k) end
+  if private(k) then return get_local(self, k) end
+  return call(self, "getattr", k)
 end
 NamespaceProxy.__newindex = function(self, k, v)
-  if private(k) then return rawset(self, k, v) end
+  if private(k) then return set_local(self, k, v) end
   call(self, "setattr", k, v)
 end
 NamespaceProxy.__tostring = proxy_tostring
@@ -567,7 +589,7 @@ function BaseManager:start(initializer, initargs)
   end
   self:_check_bind(2)
   local Pipe = require("lmp.pipe").Pipe
-  local r, w = Pipe{duplex = false}
+  local r, w = Pipe{duplex = false, codec = "json"}   -- managers speak JSON, whatever lmp.set_codec says
   local me = self
   local proc_ = P.get_context("fork").Process{
     name = "Manager", daemon = true,

@@ -542,6 +542,84 @@ function M.encoder(codec)
   error("bad argument #1 to 'encoder' (\"json\" or \"binary\" expected)", 2)
 end
 
+-- ---------------------------------------------------------------- the default codec
+-- The one place that decides which codec an object gets when its
+-- constructor is not told (`codec =` absent): every Pool, ThreadPool,
+-- Queue, JoinableQueue, SimpleQueue, Pipe, Connection and RedisPool asks
+-- default_codec() when it is made. The switch is set by set_codec, or by
+-- the environment variable LMP_CODEC, read once when this module loads.
+-- Unset, the default is JSON (ThreadPool passes its own, "binary").
+-- pickle.dumps, encoder(nil) and the manager protocol never follow it:
+-- their default stays JSON.
+
+local CODECS = {json = true, binary = true}
+local switch = nil         -- "json" | "binary" once set; nil: not set
+local switch_err = nil     -- the message for a bad LMP_CODEC (raised at first use)
+
+do
+  local env = os.getenv("LMP_CODEC")
+  if env ~= nil and env ~= "" then
+    if CODECS[env] then
+      switch = env
+    else
+      switch_err = format("LMP_CODEC=%q is not a codec: set it to \"json\" or "
+        .. "\"binary\", or unset it", env)
+    end
+  end
+end
+
+local function check_switch()
+  if switch_err then error(switch_err, 0) end
+end
+
+--- set_codec(codec): the default codec of every Pool, ThreadPool, Queue,
+-- JoinableQueue, SimpleQueue, Pipe, Connection and RedisPool made from now
+-- on, in this process and in the children it starts afterwards (an
+-- explicit `codec =` still wins). Overrides LMP_CODEC, a bad one included.
+function M.set_codec(codec)
+  if not CODECS[codec] then
+    error(format("bad argument #1 to 'set_codec' (\"json\" or \"binary\" expected, got %s)",
+      type(codec) == "string" and format("%q", codec) or type(codec)), 2)
+  end
+  switch, switch_err = codec, nil
+end
+
+--- get_codec() -> the default codec ("json" unless set), and true when the
+-- switch is set (by set_codec or LMP_CODEC). Raises for a bad LMP_CODEC.
+function M.get_codec()
+  check_switch()
+  return switch or "json", switch ~= nil
+end
+
+--- default_codec([builtin]) -> the codec for an object made now without
+-- `codec =`: the switch when set, else builtin (default "json"). Raises
+-- for a bad LMP_CODEC (unless set_codec was called).
+function M.default_codec(builtin)
+  check_switch()
+  return switch or builtin or "json"
+end
+
+--- resolve_codec(codec [, builtin]) -> codec when it is "json" or
+-- "binary", default_codec(builtin) when it is nil, else nil (the caller
+-- raises its own argument error).
+function M.resolve_codec(codec, builtin)
+  if codec == nil then return M.default_codec(builtin) end
+  if CODECS[codec] then return codec end
+  return nil
+end
+
+-- The switch as it is (set, unset or bad), for a spawned child or a
+-- thread's own Lua state to take over: _codec_restore(_codec_state()).
+function M._codec_state()
+  return {codec = switch, err = switch_err}
+end
+
+function M._codec_restore(st)
+  if type(st) ~= "table" then return end
+  switch = CODECS[st.codec] and st.codec or nil
+  switch_err = type(st.err) == "string" and st.err or nil
+end
+
 --- slice_encoder(codec) -> function(list, first, last, name) returning
 -- the pickle of {list[first], ..., list[last]} (nil holes kept): a pool's
 -- chunk of arguments, written without building that table when it can.

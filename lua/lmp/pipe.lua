@@ -13,20 +13,28 @@ local decode = pickle.decoder()
 local M = {}
 
 local FR_PICKLE, FR_BYTES, FR_STRING = C.PICKLE, C.BYTES, C.STRING
-local codec_of = setmetatable({}, {__mode = "k"})   -- conn -> "json"|"binary"
+-- conn -> "json"|"binary", chosen when the connection is made (codec =,
+-- else lmp.set_codec's default); a connection from C.wrap alone is JSON.
+local codec_of = setmetatable({}, {__mode = "k"})
+local encoders = {json = pickle.encoder("json"), binary = pickle.encoder("binary")}
 
-local probe = C.wrap(C.socketpair())
+local pa, pb = C.socketpair()
+local probe = C.wrap(pa)
 local mt = getmetatable(probe)
 probe:close()
+C.wrap(pb):close()
 local methods = mt.__index
 
 function methods:send(v, timeout)
   if type(v) == "string" then
     return self:send_frame(FR_STRING, v, timeout)
   end
-  local codec = codec_of[self]
-  return self:send_frame(FR_PICKLE,
-    pickle.dumps(v, codec and {format = codec, name = "value"} or nil), timeout)
+  return self:send_frame(FR_PICKLE, encoders[codec_of[self] or "json"](v, "value"), timeout)
+end
+
+--- codec() -> "json" or "binary": how send pickles values.
+function methods:codec()
+  return codec_of[self] or "json"
 end
 
 function methods:recv(timeout)
@@ -40,9 +48,18 @@ function methods:send_bytes(s, offset, size, timeout)
   if type(s) ~= "string" then
     error("bad argument #1 to 'send_bytes' (string expected, got " .. type(s) .. ")", 2)
   end
-  if offset or size then
+  if offset or size then            -- Python's checks, as argument errors
     offset = offset or 0
-    s = s:sub(offset + 1, size and offset + size or -1)
+    local n = #s
+    local function bad(why) error("bad argument to 'send_bytes' (" .. why .. ")", 3) end
+    if type(offset) ~= "number" or offset % 1 ~= 0 then bad("offset must be an integer") end
+    if size ~= nil and (type(size) ~= "number" or size % 1 ~= 0) then bad("size must be an integer") end
+    if offset < 0 then bad("offset is negative") end
+    if offset > n then bad("buffer length < offset") end
+    if size == nil then size = n - offset
+    elseif size < 0 then bad("size is negative")
+    elseif offset + size > n then bad("buffer length < offset + size") end
+    s = s:sub(offset + 1, offset + size)
   end
   return self:send_frame(FR_BYTES, s, timeout)
 end
@@ -69,16 +86,16 @@ mt.__pickle = function(self)
 end
 mt.__unpickle = function(state)
   local c = C.wrap(state.fd, state.maxlen)
-  codec_of[c] = state.codec
+  codec_of[c] = state.codec          -- the parent's, whatever the default here
   return c
 end
 pickle.register("lmp.Connection", mt)
 
+-- opts.codec, or lmp.set_codec's default when absent.
 local function check_codec(codec)
-  if codec ~= nil and codec ~= "json" and codec ~= "binary" then
-    error("codec must be 'json' or 'binary'", 3)
-  end
-  return codec
+  local c = pickle.resolve_codec(codec)
+  if not c then error("codec must be 'json' or 'binary'", 3) end
+  return c
 end
 
 --- Connection(fd [, {maxlen=, codec=}]) wraps a connected stream fd.

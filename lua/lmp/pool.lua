@@ -92,7 +92,7 @@ end
 function M._worker_main(fd, info)
   local ch = CP.worker(fd)
   local recv, send = ch.recv, ch.send
-  local dumps = pickle.encoder(info.codec or "json")
+  local dumps = pickle.encoder(info.codec or pickle.default_codec())
   local who = info.name or P.current_process().name
   if info.initializer then
     info.initializer(unpack(info.initargs or {}))
@@ -144,13 +144,15 @@ local function launch_process(index, child_fd, info, pool)
   local p
   local winfo = {name = name, codec = info.codec, initializer = info.initializer,
                  initargs = info.initargs, maxtasks = info.maxtasks}
-  if pool._ctx and pool._ctx.start_method == "spawn" then
+  -- the pool's context, else the default start method (lmp.set_start_method)
+  local method = pool._ctx and pool._ctx.start_method or P.get_start_method()
+  if method == "spawn" then
     p = P.Process{target = "lmp.pool:_worker_main", args = {child_fd, winfo},
-                  name = name, daemon = true, context = pool._ctx,
+                  name = name, daemon = true, context = P.get_context("spawn"),
                   pass_fds = {child_fd}}
   else
     p = P.Process{target = M._worker_main, args = {child_fd, winfo},
-                  name = name, daemon = true}
+                  name = name, daemon = true, context = P.get_context("fork")}
   end
   local ok, err = pcall(p.start, p)
   proc.close(child_fd)                            -- the child's end
@@ -282,8 +284,8 @@ local function check_opts(opts)
   if opts.initargs ~= nil and type(opts.initargs) ~= "table" then
     argerror(1, "Pool", "initargs must be a table")
   end
-  local codec = opts.codec or "json"
-  if codec ~= "json" and codec ~= "binary" then argerror(1, "Pool", "codec must be 'json' or 'binary'") end
+  local codec = pickle.resolve_codec(opts.codec)   -- nil: lmp.set_codec's default
+  if not codec then argerror(1, "Pool", "codec must be 'json' or 'binary'") end
   return opts, math.floor(n), maxt, codec
 end
 
@@ -334,6 +336,9 @@ M._pool_mt = pool_mt
 function M.Pool(opts)
   return M._new_pool(opts, launch_process)
 end
+
+--- codec() -> "json" or "binary": how this pool and its workers pickle.
+function Pool:codec() return self._info.codec end
 
 --- fileno() -> an fd readable whenever poll() has something to do.
 function Pool:fileno() return self.ep end
@@ -634,12 +639,19 @@ function Pool:_imap(fname, fn, src, chunksize, timeout, ordered)
   job._on_chunk = imap_chunk
   local fid, k, first, exhausted = self:_fid(fn), 0, 1, false
   local pool, dumps, c = self, self._dumps, self.core
-  -- Queues one chunk; false once the input is exhausted.
+  -- Queues one chunk; false once the input is exhausted. An input that
+  -- raises ends there: its error comes after the results of the items
+  -- read before it (Python's test_imap_handle_iterable_exception), and
+  -- never out of another job's wait.
   local function feed()
     if exhausted or job._ready then return false end
     local args, m = {}, 0
     for _ = 1, chunksize do
-      local ok, v = next_item()
+      local okc, ok, v = pcall(next_item)
+      if not okc then
+        job._input_error, exhausted = ok, true
+        return false                    -- the partial chunk is dropped
+      end
       if not ok then exhausted = true break end
       m = m + 1
       args[m] = v
@@ -676,7 +688,7 @@ function Pool:_imap(fname, fn, src, chunksize, timeout, ordered)
           job._chunks[want] = nil
           want, buf, bi = want + 1, ch, 0
         elseif exhausted and want > k then
-          return finish()
+          return finish(job._input_error)
         end
       else
         local ck = job._arrived[pos + 1]
@@ -687,7 +699,7 @@ function Pool:_imap(fname, fn, src, chunksize, timeout, ordered)
           buf, bi = job._chunks[ck], 0
           job._chunks[ck] = nil
         elseif exhausted and pos >= k then
-          return finish()
+          return finish(job._input_error)
         end
       end
       if not buf then

@@ -158,8 +158,6 @@ function M._fork(opts)
   opts = opts or {}
   check_threads(opts)
   M._authkey()                        -- made once, here, so children share it
-  io.stdout:flush()
-  io.stderr:flush()
   C.trim()    -- free heap back to the system: a lighter fork, a lighter child
   for i = #handlers, 1, -1 do
     if handlers[i].prepare then pcall_handler(handlers[i].prepare, "prepare") end
@@ -178,9 +176,9 @@ function M._fork(opts)
   return pid, pidfd
 end
 
+-- C.fork and C.exit flush every C stream (fflush(NULL)), whatever the
+-- script did to io.stdout or io.stderr.
 function M._exit(code)
-  pcall(io.stdout.flush, io.stdout)
-  pcall(io.stderr.flush, io.stderr)
   C.exit(code or 0)
 end
 
@@ -194,16 +192,21 @@ local function resolve_target(t)
   return f
 end
 
--- Runs the target in the child: 0, or 1 after printing the traceback.
+-- Runs the target in the child: 0, or 1 after printing the traceback. A
+-- SIGTERM that reached it as an `interrupted` error (a spawn child runs
+-- the lmp runtime's handlers) ends it by that signal, quietly, as it
+-- would have ended without handlers: its parent sees exitcode -15.
 local function run_target(target, args, name)
   local ok, err = xpcall(function()
     local f = resolve_target(target)
     return f(unpack(args, 1, args.n or #args))
   end, function(e)
+    if core.is_error(e, "interrupted") and e.signal == C.SIGTERM then return e end
     if type(e) == "table" then e = tostring(e) end
     return debug.traceback(tostring(e), 2)
   end)
   if ok then return 0 end
+  if type(err) == "table" then C.die(C.SIGTERM) end
   io.stderr:write(string.format("Process %s (pid %d):\n%s\n", name, C.getpid(), err))
   io.stderr:flush()
   return 1
@@ -310,8 +313,9 @@ local function loaded_modules()
   return out
 end
 
--- Two frames go to a spawn child: who it is (so that its identity and
--- authkey are set before anything else is unpickled), then the work.
+-- Two frames go to a spawn child: who it is (so that its identity,
+-- authkey and default codec are set before anything else is unpickled),
+-- then the work.
 -- Modules with state a spawn child must have before its target's
 -- arguments are unpickled (a manager's authkeys) register here:
 -- M._spawn_hooks[modname] = save() -> state; the child calls
@@ -327,8 +331,9 @@ end
 local function spawn_payloads(self, pickle)
   local who = pickle.dumps({
     name = self.name, daemon = self.daemon, authkey = M._authkey(),
-    parent = {pid = me.pid, name = me.name}, start_method = start_method,
+    parent = {pid = me.pid, name = me.name}, start_method = self._method,
     path = M._spawn_path(), cpath = package.cpath, extras = spawn_extras(),
+    codec = pickle._codec_state(),    -- lmp.set_codec's switch, like the authkey
   }, {name = "process identity"})
   M._spawn_fds = {}
   local ok, work = pcall(pickle.dumps, {target = self.target, args = self.args},
@@ -382,6 +387,7 @@ function M._spawn_main(fd, mods)
     package.path, package.cpath = who.path, who.cpath
     me = {name = who.name, pid = C.getpid(), daemon = who.daemon}
     parent_info, authkey, start_method = who.parent, who.authkey, who.start_method
+    pickle._codec_restore(who.codec)
     reseed()
     for _, m in ipairs(mods or {}) do pcall(require, m) end
     for modname, state in pairs(who.extras or {}) do
@@ -411,12 +417,19 @@ function Process:start()
   else
     pid, pidfd = M._fork{name = self.name, daemon = self.daemon, pidfd = true,
                          allow_threads = self._allow_threads}
-    if pid == 0 then
-      rawset(self, "pid", me.pid)
-      rawset(self, "_parent_pid", parent_info.pid)
-      M._exit(run_target(self.target, self.args, self.name))
+    if pid == 0 then          -- the child never returns into its parent's code
+      local ok, code = pcall(function()
+        start_method = "fork"   -- a child's default is how it was started (Python's test_context)
+        rawset(self, "pid", me.pid)
+        rawset(self, "_parent_pid", parent_info.pid)
+        return run_target(self.target, self.args, self.name)
+      end)
+      M._exit(ok and code or 1)
     end
   end
+  -- Python drops them too (test_lose_target_ref): the child has its copy.
+  rawset(self, "target", nil)
+  rawset(self, "args", nil)
   rawset(self, "_parent_pid", me.pid)
   rawset(self, "pid", pid)
   if pidfd then
@@ -544,6 +557,14 @@ function M.get_context(method)
   if contexts[method] then return contexts[method] end
   local ctx = {start_method = method}
   function ctx.get_start_method() return method end
+  -- Python: a context is its own context, and its method is fixed
+  function ctx.get_context(m)
+    if m == nil then return ctx end
+    return M.get_context(m)
+  end
+  function ctx.set_start_method()
+    error("cannot set the start method of a context (lmp.set_start_method sets the default)", 2)
+  end
   setmetatable(ctx, {__index = function(t, name)
     local v = require("lmp")[name]
     if type(v) ~= "function" then return v end

@@ -198,10 +198,8 @@ local function check_pool_opts(opts)
   if type(q) ~= "string" or q == "" or q:find("[{}%s]") then
     argerror(1, "RedisPool", "queue must be a non-empty string without braces or spaces")
   end
-  local codec = opts.codec or "json"
-  if codec ~= "json" and codec ~= "binary" then
-    argerror(1, "RedisPool", "codec must be 'json' or 'binary'")
-  end
+  local codec = pickle.resolve_codec(opts.codec)   -- nil: lmp.set_codec's default
+  if not codec then argerror(1, "RedisPool", "codec must be 'json' or 'binary'") end
   return {
     url = opts.url, queue = q, codec = codec,
     vt = num_opt(opts, "visibility_timeout", 30, 0.01),
@@ -219,7 +217,8 @@ end
 --- RedisPool{url =, queue =, visibility_timeout = 30, max_retries = 3,
 -- result_ttl = 3600, timeout = 5, connect_timeout =, reconnect_timeout = 30,
 -- max_task_size = 4 MiB, max_result_size = 4 MiB, retry_errors = false,
--- codec = "json"}
+-- codec =}: codec pickles the tasks (functions and arguments); it defaults
+-- to lmp.set_codec's choice (JSON unless set). Results are always JSON.
 function M.RedisPool(opts)
   local o = check_pool_opts(opts)
   local cl = M.client(o.url, o)
@@ -247,6 +246,9 @@ M._pool_mt = {__index = RedisPool,
     return string.format("lmp.RedisPool(%s, queue %s, %s)", self.o.url:gsub(":[^:@/]*@", ":***@"),
       self.o.queue, self._state)
   end}
+
+--- codec() -> "json" or "binary": how this pool pickles its tasks.
+function RedisPool:codec() return self.o.codec end
 
 function RedisPool:_forget_job() end   -- tasks are forgotten as results arrive
 
@@ -419,7 +421,11 @@ function RedisPool:_imap(fname, fn, src, chunksize, timeout, ordered)
     while not exhausted and kk - job._narrived < window do
       local items = {}
       for _ = 1, chunksize do
-        local ok, v = next_item()
+        local okc, ok, v = pcall(next_item)   -- an input that raises ends
+        if not okc then                       -- there, after the results
+          job._input_error, exhausted, items = ok, true, {}   -- before it
+          break
+        end
         if not ok then exhausted = true break end
         items[#items + 1] = v
       end
@@ -447,6 +453,7 @@ function RedisPool:_imap(fname, fn, src, chunksize, timeout, ordered)
         if ordered then want = want + 1 else pos = pos + 1 end
       elseif exhausted and (ordered and want > kk or not ordered and pos >= kk) then
         job._ready = true
+        if job._input_error ~= nil then error(job._input_error, 0) end
         return nil
       else
         if pool._state == "done" then job._ready = true error(new_error("closed", "pool was terminated"), 0) end

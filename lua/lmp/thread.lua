@@ -26,6 +26,7 @@ function M._live_threads() return C.live() end
 --- Entry point of a worker thread's own Lua state (see lthread.c).
 function M._thread_main(fd, blob)
   local info = pickle.loads(blob)
+  pickle._codec_restore(info.switch)   -- lmp.set_codec of the creator
   M._in_thread = info.name
   require("lmp.pool")._worker_main(fd, info)
 end
@@ -35,7 +36,8 @@ local function launcher(index, child_fd, info, pool)
   local name = "ThreadPoolWorker-" .. counter
   local blob = pickle.dumps({codec = info.codec, initializer = info.initializer,
                              initargs = info.initargs, maxtasks = info.maxtasks,
-                             name = name}, {name = "ThreadPool initializer"})
+                             name = name, switch = pickle._codec_state()},
+                            {name = "ThreadPool initializer"})
   local th = C.start(child_fd, blob, name)
   -- Stops an idle worker: its recv meets end of file on the channel.
   local function stop()
@@ -51,8 +53,9 @@ local function launcher(index, child_fd, info, pool)
   }
 end
 
---- ThreadPool{threads = n, initializer =, initargs =, codec = "binary",
--- maxtasksperchild =}: the Pool API, run by n OS threads.
+--- ThreadPool{threads = n, initializer =, initargs =, codec =,
+-- maxtasksperchild =}: the Pool API, run by n OS threads. codec defaults
+-- to "binary", or to lmp.set_codec's choice when the switch is set.
 function M.ThreadPool(opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("bad argument #1 to 'ThreadPool' (table expected)", 2)
@@ -62,8 +65,9 @@ function M.ThreadPool(opts)
   o.processes = o.threads or o.processes
   o.threads = nil
   -- Threads share one process and one build of lmp: the binary form is
-  -- exact too and 4-5x faster than JSON here, so it is the default.
-  o.codec = o.codec or "binary"
+  -- exact too and 4-5x faster than JSON here, so it is the default
+  -- unless lmp.set_codec (or LMP_CODEC) chose one.
+  if o.codec == nil then o.codec = pickle.default_codec("binary") end
   local pool = require("lmp.pool")._new_pool(o, launcher)
   pool._kind = "ThreadPool"
   pools[pool] = true
