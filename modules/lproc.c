@@ -116,7 +116,18 @@ static int l_exit(lua_State *L) {
  * copies the page tables of) only memory in use; in an idle pool worker,
  * so that it does not keep its last job's peak. Costs microseconds when
  * there is nothing to give back. */
+#ifdef LMP_SANITIZE
+/* make SANITIZE=1: ASan's allocator replaces glibc's (malloc_trim has
+ * nothing to trim) and keeps freed memory in quarantine; this empties the
+ * quarantine and gives free pages back (libasan, <sanitizer/
+ * allocator_interface.h>, which GCC does not install). */
+void __sanitizer_purge_allocator(void);
+#endif
+
 static int l_trim(lua_State *L) {
+#ifdef LMP_SANITIZE
+  __sanitizer_purge_allocator();
+#endif
 #if defined(__GLIBC__)
   lua_pushboolean(L, malloc_trim(0));
 #else
@@ -201,14 +212,31 @@ fail:
 /* random_bytes(n) -> n bytes from libsodium's CSPRNG. */
 static int l_random_bytes(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
-  luaL_Buffer b;
-  luaL_argcheck(L, n >= 0 && n <= 4096, 1, "0 to 4096 bytes");
+  /* not luaL_prepbuffer: it gives only LUAL_BUFFERSIZE bytes (1 KiB on
+   * Lua 5.4) */
+  unsigned char buf[4096];
+  luaL_argcheck(L, n >= 0 && n <= (lua_Integer)sizeof buf, 1, "0 to 4096 bytes");
   if (sodium_init() < 0) return luaL_error(L, "libsodium failed to start");
-  luaL_buffinit(L, &b);
-  randombytes_buf(luaL_prepbuffer(&b), (size_t)n);
-  luaL_addsize(&b, (size_t)n);
-  luaL_pushresult(&b);
+  randombytes_buf(buf, (size_t)n);
+  lua_pushlstring(L, (const char *)buf, (size_t)n);
   return 1;
+}
+
+/* die(sig): ends this process by signal sig with its default action (a
+ * handler of the runtime's is dropped first), as if the signal had never
+ * been caught; _exit(128 + sig) should it not end the process. */
+static int l_die(lua_State *L) {
+  int sig = (int)luaL_checkinteger(L, 1);
+  sigset_t set;
+  luaL_argcheck(L, sig > 0 && sig < NSIG, 1, "not a signal number");
+  fflush(NULL);
+  signal(sig, SIG_DFL);
+  sigemptyset(&set);
+  sigaddset(&set, sig);
+  sigprocmask(SIG_UNBLOCK, &set, NULL);
+  raise(sig);
+  _exit(128 + sig);
+  return 0;
 }
 
 /* self_exe() -> path of the running executable (the interpreter). */
@@ -224,6 +252,7 @@ int luaopen_lmp_c_proc(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"close", l_close},
     {"cpu_count", l_cpu_count},
+    {"die", l_die},
     {"exit", l_exit},
     {"fork", l_fork},
     {"getpid", l_getpid},
