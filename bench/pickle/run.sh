@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# lmp.pickle round trips (dumps + loads) of 1,000 records against plain
-# lua-cjson, Python's json and Python's pickle, all in this one run.
+# lmp.pickle round trips (dumps + loads, JSON and binary) of a dozen shapes
+# of data against plain lua-cjson, the time Lua takes to build each value,
+# Python's json and Python's pickle, all in this one run (~60-90 s).
+#   bash bench/pickle/run.sh [part of a shape's name]   e.g. "floats"
+#   LMP_BIN=build/luajit/bin/lmp bash bench/pickle/run.sh   (any built Lua)
+#   PICKLE_BENCH_MIN_SAMPLE=0.01 ...   shorter samples (default 0.05 s)
 set -u
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
