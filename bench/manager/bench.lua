@@ -67,5 +67,18 @@ for x in f:read("*a"):gmatch("[%d%.eE+-]+") do py[#py + 1] = tonumber(x) end
 f:close()
 
 R.line("manager Queue put+get, 1 client", N1 / one, py[1], "pairs/s", "higher", "goal >= 3x")
+-- Its floor: a put and a get are two calls, each one loopback TCP round
+-- trip at the least (raw C, same run: bench/manager/tcp_rtt.c).
+local root = os.getenv("LMP_ROOT") or "."
+local floor_pairs
+if os.execute("cc -O2 -o /tmp/lmp_bench_tcp " .. root .. "/bench/manager/tcp_rtt.c") then
+  local t = io.popen("/tmp/lmp_bench_tcp 20000")
+  local rtt = tonumber(t:read("*a"):match("rtt_us=([%d%.]+)"))
+  t:close()
+  floor_pairs = rtt and 1e6 / (2 * rtt)
+end
+print(string.format("%-46s | lmp %10.4g pairs/s | raw TCP floor %10.4g pairs/s | lmp at %s of the floor",
+  "manager put+get vs 2 raw loopback round trips", N1 / one, floor_pairs or 0,
+  floor_pairs and string.format("%.0f%%", 100 * (N1 / one) / floor_pairs) or "n/a"))
 R.line("manager Queue put+get, 8 clients (aggregate)", 8 * N8 / worst, py[2], "pairs/s", "higher")
 R.line("manager connect + auth + first call", best_conn, py[3], "ms", "lower", "goal <= 5 ms")
