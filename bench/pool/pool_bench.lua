@@ -26,6 +26,46 @@ local items = range(100000)
 local pool = lmp.Pool{processes = 2, codec = codec}
 R.line("map 100k tiny tasks, default chunks" .. tag,
   #items / R.time(function() pool:map(noop, items) end), py.map_default, "tasks/s", "higher", "goal >= 3x")
+local big = range(1000000)
+R.line("map 1M tiny tasks, default chunks" .. tag,
+  #big / R.time(function() pool:map(noop, big) end), py.map_1m, "tasks/s", "higher",
+  codec == "binary" and "goal >= 2x" or "goal >= 0.8x")
+
+-- Where a 1M map's time goes: the master's CPU (of which pickling: the
+-- same chunks encoded and results decoded in this process, no pool), the
+-- workers' CPU (from /proc: 10 ms ticks), and the wall time.
+do
+  local items = big
+  local P = require "lmp.pickle"
+  local function cpu_of(pid)      -- utime + stime in seconds
+    local f = io.open("/proc/" .. pid .. "/stat")
+    if not f then return 0 end
+    local s = f:read("*a"); f:close()
+    local fields = {}
+    for x in s:match("%) (.*)"):gmatch("%S+") do fields[#fields + 1] = x end
+    return (tonumber(fields[12]) + tonumber(fields[13])) / 100
+  end
+  local pids = {}
+  for _, w in pairs(pool.workers) do pids[#pids + 1] = w.h.pid end
+  local w0, c0, t0 = 0, os.clock(), lmp.time()
+  for _, pid in ipairs(pids) do w0 = w0 + cpu_of(pid) end
+  pool:map(noop, items)
+  local wall, master = lmp.time() - t0, os.clock() - c0
+  local w1 = 0
+  for _, pid in ipairs(pids) do w1 = w1 + cpu_of(pid) end
+  local sl, dec = P.slice_encoder(codec), P.decoder()
+  local cs, out = math.ceil(#items / 8), {}
+  local c1 = os.clock()
+  for first = 1, #items, cs do
+    local last = math.min(first + cs - 1, #items)
+    P.loads_into(sl(items, first, last), out, first - 1, last - first + 1)
+  end
+  local pick = os.clock() - c1
+  print(string.format("%-46s | wall %.0f ms | master CPU %.0f ms (pickling %.0f ms, the rest syscalls and the loop) | workers CPU %.0f ms (2 workers)",
+    "where map 1M's time goes" .. tag, wall * 1e3, master * 1e3, pick * 1e3, (w1 - w0) * 1e3))
+end
+big = nil
+
 R.line("map 100k tiny tasks, chunksize 1" .. tag,
   #items / R.time(function() pool:map(noop, items, 1) end, 1), py.map_chunk1, "tasks/s", "higher", "goal >= 3x")
 local n = 2000
@@ -45,6 +85,22 @@ local rss, pss = rss_pss(w.h.pid)
 R.line("idle worker RSS" .. tag, rss, py.idle_rss_kb, "kB", "lower", "goal <= 0.5x")
 R.line("idle worker PSS" .. tag, pss, py.idle_pss_kb, "kB", "lower", "goal <= 0.5x")
 pool:terminate()
+
+-- Large values, first time: a fresh pool's first map of 60 strings of
+-- 1 MiB there and back, then the same pool warm.
+do
+  local blobs = {}
+  for i = 1, 60 do blobs[i] = string.rep("x", 1 << 20) end
+  local p = lmp.Pool{processes = 2, codec = codec}
+  local t0 = lmp.time()
+  p:map(noop, blobs)
+  local cold = lmp.time() - t0
+  local warm = R.time(function() p:map(noop, blobs) end)
+  p:terminate()
+  R.line("fresh Pool's first map of 60 x 1 MiB strings" .. tag, 120 / cold, py.big_cold_mibs,
+    "MiB/s", "higher", "goal >= 2x")
+  R.line("same pool warm" .. tag, 120 / warm, py.big_warm_mibs, "MiB/s", "higher")
+end
 
 R.line("Pool(2) start + close/join" .. tag, R.time(function()
   local p = lmp.Pool{processes = 2, codec = codec}; p:close(); p:join()

@@ -28,6 +28,8 @@ if __name__ == "__main__":
     with mp.Pool(2) as pool:
         out["map_default"] = len(items) / best(lambda: pool.map(noop, items))
         out["map_chunk1"] = len(items) / best(lambda: pool.map(noop, items, 1), 1)
+        big = list(range(1000000))
+        out["map_1m"] = len(big) / best(lambda: pool.map(noop, big))
         n = 2000
         out["apply_latency"] = best(lambda: [pool.apply_async(noop, (1,)).get() for _ in range(n)]) / n
         out["imap_unordered1"] = len(items) / best(lambda: list(pool.imap_unordered(noop, items, 1)), 1)
@@ -35,6 +37,14 @@ if __name__ == "__main__":
         pids = [p.pid for p in pool._pool]
         rss, pss = rss_pss(pids[0])
         out["idle_rss_kb"], out["idle_pss_kb"] = rss, pss
+    # a fresh pool's first map of 60 strings of 1 MiB, there and back; then warm
+    blobs = [b"x" * (1 << 20) for _ in range(60)]
+    t0 = time.perf_counter()
+    with mp.Pool(2) as p:
+        t1 = time.perf_counter(); p.map(noop, blobs); cold = time.perf_counter() - t1
+        warm = best(lambda: p.map(noop, blobs))
+    out["big_cold_mibs"] = 2 * 60 / cold
+    out["big_warm_mibs"] = 2 * 60 / warm
     def start_stop():
         p = mp.Pool(2); p.close(); p.join()
     out["start_join"] = best(start_stop, 20)
