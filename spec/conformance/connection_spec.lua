@@ -10,28 +10,10 @@
 local lmp = require "lmp"
 local H = require "helper"
 
-local METHODS = {"fork", "spawn"}
-
--- busted keeps one finally() per test: defer(fn) collects cleanups that
--- all run (last first) when the test ends. Call cleanups() once per test.
-local function cleanups()
-  local list = {}
-  finally(function()
-    for i = #list, 1, -1 do pcall(list[i]) end
-  end)
-  return function(fn) list[#list + 1] = fn end
-end
-
-local function reap(p)
-  if p and rawget(p, "pid") and p:is_alive() then
-    p:kill()
-    p:join(10)
-  end
-end
-
-local function honoured(dt)
-  assert.is_true(dt >= 0.15 and dt < 5, "waited " .. dt .. " s for a 0.2 s timeout")
-end
+local CF = require "helpers.conformance"
+local reap, honoured = CF.reap, CF.honoured
+local METHODS = CF.METHODS
+local function cleanups() return CF.cleanups(finally) end
 
 -- set of the elements of a list (for comparing lmp.wait results)
 local function set(list)

@@ -12,25 +12,10 @@ local lmp = require "lmp"
 local H = require "helper"
 local S = require "helpers.sync"
 
-local METHODS = {"fork", "spawn"}
-
--- Kills and joins p if it still runs (cleanup for finally()).
-local function reap(p)
-  if p and rawget(p, "pid") and p:is_alive() then
-    p:kill()
-    p:join(10)
-  end
-end
-
--- busted keeps one finally() per test: defer(fn) collects cleanups that
--- all run (last first) when the test ends. Call cleanups() once per test.
-local function cleanups()
-  local list = {}
-  finally(function()
-    for i = #list, 1, -1 do pcall(list[i]) end
-  end)
-  return function(fn) list[#list + 1] = fn end
-end
+local CF = require "helpers.conformance"
+local reap = CF.reap
+local METHODS = CF.METHODS
+local function cleanups() return CF.cleanups(finally) end
 
 local function contains(list, x)
   for _, v in ipairs(list) do if v == x then return true end end

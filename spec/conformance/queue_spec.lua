@@ -11,24 +11,10 @@
 -- when put returns, so nothing waits here.
 local lmp = require "lmp"
 
-local METHODS = {"fork", "spawn"}
-
--- busted keeps one finally() per test: defer(fn) collects cleanups that
--- all run (last first) when the test ends. Call cleanups() once per test.
-local function cleanups()
-  local list = {}
-  finally(function()
-    for i = #list, 1, -1 do pcall(list[i]) end
-  end)
-  return function(fn) list[#list + 1] = fn end
-end
-
-local function reap(p)
-  if p and rawget(p, "pid") and p:is_alive() then
-    p:kill()
-    p:join(10)
-  end
-end
+local CF = require "helpers.conformance"
+local reap, honoured = CF.reap, CF.honoured
+local METHODS = CF.METHODS
+local function cleanups() return CF.cleanups(finally) end
 
 -- Calls f(...) expecting an lmp error of `kind`; returns the seconds it took.
 local function raises(kind, f, ...)
@@ -38,10 +24,6 @@ local function raises(kind, f, ...)
   assert.is_false(ok, "expected a " .. kind .. " error")
   assert.is_true(lmp.is_error(e, kind), "expected a " .. kind .. " error, got " .. tostring(e))
   return dt
-end
-
-local function honoured(dt)
-  assert.is_true(dt >= 0.15 and dt < 5, "waited " .. dt .. " s for a 0.2 s timeout")
 end
 
 ---------------------------------------------------------------- _TestQueue

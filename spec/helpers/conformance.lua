@@ -1,0 +1,32 @@
+--- Helpers shared by the specs of spec/conformance/ (CPython's
+-- _test_multiprocessing.py restated against lmp).
+local assert = require "luassert"   -- busted's assert, here outside a spec file
+local CF = {}
+
+CF.METHODS = {"fork", "spawn"}
+
+--- busted keeps one finally() per test: defer(fn) collects cleanups that
+-- all run (last first) when the test ends. Call once per test, with busted's
+-- finally (it lives in the spec file's environment, not in this module's).
+function CF.cleanups(finally)
+  local list = {}
+  finally(function()
+    for i = #list, 1, -1 do pcall(list[i]) end
+  end)
+  return function(fn) list[#list + 1] = fn end
+end
+
+--- Kills and joins p if it still runs (a cleanup for finally()).
+function CF.reap(p)
+  if p and rawget(p, "pid") and p:is_alive() then
+    p:kill()
+    p:join(10)
+  end
+end
+
+--- Asserts that a 0.2 s timeout was honoured, with generous bounds.
+function CF.honoured(dt)
+  assert.is_true(dt >= 0.15 and dt < 5, "waited " .. dt .. " s for a 0.2 s timeout")
+end
+
+return CF
