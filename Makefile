@@ -4,6 +4,8 @@
 #   make run        install what is missing, build, run the example pool job
 #   make test       install, build for every Lua, run every suite
 #   make LUA=5.1    (or LUA=luajit) build and test for one other Lua
+#   make SANITIZE=1 build with ASan + UBSan into build/asan/$(LUA)
+#   make test-asan  only the 5.4 specs against that build (SPEC=file: one)
 
 LUA ?= 5.4
 PREFIX ?= /usr/local
@@ -26,16 +28,32 @@ endif
 
 LUADIR := $(PREFIX)/share/lua/$(LUA_ABI)
 CMODDIR := $(PREFIX)/lib/x86_64-linux-gnu/lua/$(LUA_ABI)
+
+# SANITIZE=1: the same build with AddressSanitizer and UndefinedBehavior-
+# Sanitizer, in its own tree (build/asan/$(LUA)). UBSan findings abort
+# (-fno-sanitize-recover). lmp/core.so links libasan dynamically, so a
+# plain interpreter must preload it (spec/run_all.sh does: LD_PRELOAD).
+SANITIZE ?=
+ifeq ($(SANITIZE),1)
+  BUILDROOT ?= build/asan
+  SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
+               -fno-sanitize-recover=undefined -DLMP_SANITIZE
+endif
 BUILDROOT ?= build
 BUILD := $(BUILDROOT)/$(LUA)
+# spec/c/ubsan_log.c: UBSan's reports into files (see there); linked into
+# everything the sanitized build links, through LIBS.
+ifeq ($(SANITIZE),1)
+  SAN_OBJ := $(BUILD)/obj/spec/c/ubsan_log.o
+endif
 
 CC ?= cc
 OPT ?= -O2 -g
 WARN := -Wall -Wextra -Wshadow -Wmissing-prototypes -Werror
-CFLAGS += -std=c99 $(OPT) $(WARN) -fPIC -fvisibility=hidden $(EXTRA_CFLAGS)
+CFLAGS += -std=c99 $(OPT) $(WARN) -fPIC -fvisibility=hidden $(SAN_FLAGS) $(EXTRA_CFLAGS)
 LMP_CPPFLAGS := -I$(LUA_INC) -Imodules -Icore $(LUA_DEFS) \
                 -DLMP_LUADIR='"$(LUADIR)"'
-LIBS := -lhiredis -lsodium -lpthread -lm -lrt $(EXTRA_LIBS)
+LIBS := $(SAN_FLAGS) $(SAN_OBJ) -lhiredis -lsodium -lpthread -lm -lrt $(EXTRA_LIBS)
 
 CORE_SRC := $(wildcard core/*.c)
 MOD_SRC := $(filter-out modules/lmp_main.c,$(wildcard modules/*.c))
@@ -52,13 +70,13 @@ DEBIAN_PKGS := lua5.4 liblua5.4-dev lua5.1 liblua5.1-0-dev luajit \
   libluajit-5.1-dev lua-cjson lua-cjson-dev lua-busted redis-server \
   libhiredis-dev libsodium-dev luarocks valgrind pkg-config gcc make
 
-.PHONY: all deps run test test-c test-lua bench check-mem install clean \
-        examples help rockspec-check rock rock-install
+.PHONY: all deps run test test-asan test-c test-lua bench check-mem install \
+        clean examples help rockspec-check rock rock-install
 
 all: $(BUILD)/lmp/core.so $(BUILD)/bin/lmp lmp-link $(CTESTS) $(ETESTS) examples
 
 help:
-	@sed -n '1,8p' Makefile
+	@sed -n '1,10p' Makefile
 
 # Installs the Debian packages that are missing; apt-get update runs once,
 # and only when something is missing.
@@ -76,13 +94,13 @@ $(BUILD)/obj/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LMP_CPPFLAGS) -c $< -o $@
 
-$(BUILD)/lmp/core.so: $(CORE_OBJ) $(MOD_OBJ)
+$(BUILD)/lmp/core.so: $(CORE_OBJ) $(MOD_OBJ) | $(SAN_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) -shared -o $@ $^ $(LIBS)
 
 # The runtime: the same objects linked into an executable (exported so
 # that C modules such as cjson.so resolve the Lua API against it).
-$(BUILD)/bin/lmp: $(CORE_OBJ) $(MOD_OBJ) $(BUILD)/obj/modules/lmp_main.o
+$(BUILD)/bin/lmp: $(CORE_OBJ) $(MOD_OBJ) $(BUILD)/obj/modules/lmp_main.o | $(SAN_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) -o $@ $^ -Wl,-E $(LUA_LIB) $(LIBS) -ldl
 
@@ -90,17 +108,17 @@ $(BUILD)/bin/lmp: $(CORE_OBJ) $(MOD_OBJ) $(BUILD)/obj/modules/lmp_main.o
 lmp-link: $(BUILD)/bin/lmp
 	@if [ "$(LUA)" = "5.4" ] && [ "$(BUILDROOT)" = build ]; then cp -f $(BUILD)/bin/lmp ./lmp; fi
 
-$(BUILD)/ctest/%: spec/c/%.c $(CORE_OBJ) spec/c/ctest.h
+$(BUILD)/ctest/%: spec/c/%.c $(CORE_OBJ) spec/c/ctest.h | $(SAN_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icore -Ispec/c -o $@ $< $(CORE_OBJ) $(LIBS)
 
-$(BUILD)/ctest/%: spec/c/embed/%.c $(CORE_OBJ) $(MOD_OBJ) $(HEADERS) spec/c/ctest.h
+$(BUILD)/ctest/%: spec/c/embed/%.c $(CORE_OBJ) $(MOD_OBJ) $(HEADERS) spec/c/ctest.h | $(SAN_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LMP_CPPFLAGS) -Ispec/c -o $@ $< $(CORE_OBJ) $(MOD_OBJ) \
 	  -Wl,-E $(LUA_LIB) $(LIBS) -ldl
 
 # examples/embed/Makefile.inc links the objects into a C host.
-examples: $(CORE_OBJ) $(MOD_OBJ)
+examples: $(CORE_OBJ) $(MOD_OBJ) $(SAN_OBJ)
 	@if [ -f examples/embed/Makefile.inc ]; then \
 	  $(MAKE) --no-print-directory -f examples/embed/Makefile.inc \
 	    LUA=$(LUA) BUILD=$(BUILD) LUA_INC=$(LUA_INC) LUA_LIB="$(LUA_LIB)" \
@@ -109,9 +127,19 @@ examples: $(CORE_OBJ) $(MOD_OBJ)
 run: deps all
 	./lmp examples/pool_demo.lua
 
+# The last pass runs the C tests and the 5.4 specs against the ASan + UBSan
+# build (build/asan/5.4): see run_sanitized in spec/run_all.sh.
+ASAN_BUILDROOT ?= build/asan
+
 test: deps
 	@for l in $(LUAS); do $(MAKE) --no-print-directory LUA=$$l all || exit 1; done
-	@BUILDROOT=$(BUILDROOT) LUAS="$(LUAS)" bash spec/run_all.sh
+	@$(MAKE) --no-print-directory LUA=5.4 SANITIZE=1 BUILDROOT=$(ASAN_BUILDROOT) all
+	@BUILDROOT=$(BUILDROOT) LUAS="$(LUAS)" ASAN_BUILDROOT=$(ASAN_BUILDROOT) bash spec/run_all.sh
+
+# Only the sanitized pass (SPEC=spec/x_spec.lua for one file).
+test-asan: deps
+	@$(MAKE) --no-print-directory LUA=5.4 SANITIZE=1 BUILDROOT=$(ASAN_BUILDROOT) all
+	@LUAS="" NO_CTEST=1 ASAN_BUILDROOT=$(ASAN_BUILDROOT) BUSTED_ARGS="$(SPEC)" bash spec/run_all.sh
 
 test-c: all
 	@BUILDROOT=$(BUILDROOT) LUAS="" bash spec/run_all.sh

@@ -50,6 +50,14 @@ void luaL_traceback(lua_State *L, lua_State *L1, const char *msg, int level) {
 
 static int error_tostring(lua_State *L) {
   luaL_Buffer b;
+  int tb;
+  /* the traceback is fetched before the buffer starts: no luaL_add*
+   * call may run while a value of ours sits above the buffer (Lua 5.4
+   * then takes that value for the buffer's box once the text outgrows
+   * LUAL_BUFFERSIZE, and crashes) */
+  lua_settop(L, 1);
+  lua_getfield(L, 1, "traceback");
+  tb = lua_isstring(L, 2);
   luaL_buffinit(L, &b);
   lua_getfield(L, 1, "kind");
   luaL_addvalue(&b);
@@ -57,12 +65,10 @@ static int error_tostring(lua_State *L) {
   lua_getfield(L, 1, "message");
   if (!lua_isstring(L, -1)) { lua_pop(L, 1); lua_pushliteral(L, "?"); }
   luaL_addvalue(&b);
-  lua_getfield(L, 1, "traceback");
-  if (lua_isstring(L, -1)) {
+  if (tb) {
     luaL_addstring(&b, "\n");
+    lua_pushvalue(L, 2);
     luaL_addvalue(&b);
-  } else {
-    lua_pop(L, 1);
   }
   luaL_pushresult(&b);
   return 1;

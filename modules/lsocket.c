@@ -356,7 +356,9 @@ static int read_count(lua_State *L, stream *s, size_t n, double deadline) {
 static int read_line(lua_State *L, stream *s, int keep, double deadline) {
   size_t scanned = 0;
   for (;;) {
-    char *nl = memchr(s->buf + s->off + scanned, '\n', s->len - scanned);
+    /* nothing unread: buf may still be NULL, which memchr must not get */
+    char *nl = s->len > scanned
+        ? memchr(s->buf + s->off + scanned, '\n', s->len - scanned) : NULL;
     long r;
     if (nl) {
       size_t n = (size_t)(nl - (s->buf + s->off)) + 1, cut = n;
