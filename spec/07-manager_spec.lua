@@ -339,16 +339,21 @@ describe("manager security", function()
   end)
 
   it("drops a silent peer after the handshake timeout without blocking others", function()
-    local m = started({handshake_timeout = 0.3})
+    local m = started({handshake_timeout = 1})
+    local t = lmp.time()
     local s = sock.connect(m.address[1], m.address[2], 5)
     assert.equal(40, #s:read(40, 5))
-    local t = lmp.time()
     local d = m:dict()
     d:set(1, 2)
     assert.equal(2, d:get(1))
-    assert.is_true(lmp.time() - t < 0.25)    -- served while the peer is silent
-    assert.is_nil(s:read(1, 5))              -- then the peer is dropped
-    assert.is_true(lmp.time() - t >= 0.25)
+    -- served while the silent peer is still connected (a server that
+    -- waited on it would serve the dict only once it had dropped it): its
+    -- read times out, it does not meet the end of the stream
+    local ok, e = pcall(s.read, s, 1, 0)
+    assert.is_false(ok, "the silent peer was dropped before the others were served")
+    assert.is_true(lmp.is_error(e, "timeout"), tostring(e))
+    assert.is_nil(s:read(1, 10))             -- then the peer is dropped
+    assert.is_true(lmp.time() - t >= 0.95)   -- not before its time
     s:close()
     m:shutdown()
   end)
@@ -446,7 +451,9 @@ describe("manager server under load and abuse", function()
     end
     local t = lmp.time()
     assert.equal(1, m:dict({ok = 1}):get("ok"))  -- served meanwhile
-    assert.is_true(lmp.time() - t < 2)
+    -- not held up behind the hog (a local call takes milliseconds; 10 s
+    -- is a wide margin for a busy machine)
+    assert.is_true(lmp.time() - t < 10)
     -- the hog was dropped: reading eventually meets the end of the stream
     assert.is_true(H.wait_until(function()
       local ok, e = pcall(hog.recv_frame, hog, 0.2)

@@ -70,27 +70,35 @@ describe("lmp.ThreadPool", function()
   end)
 
   it("runs CPU-bound tasks in parallel on the cores", function()
-    -- both times are taken on the pool's threads, after each has run spin
-    -- once: a thread's own state compiles (LuaJIT) or warms up afresh, so
-    -- timing one task in the master against two in the threads compared
-    -- unlike things; and a task long enough that scheduling noise is small
-    local n = 4e6
-    tp:map(spin, {n, n}, 1)
-    local t0 = lmp.time()
-    tp:apply(spin, {n})
-    local one = lmp.time() - t0
-    while one < 0.05 do
-      n = n * 2
-      t0 = lmp.time()
-      tp:apply(spin, {n})
-      one = lmp.time() - t0
-    end
-    t0 = lmp.time()
-    local r = tp:map(spin, {n, n}, 1)
-    local two = lmp.time() - t0
-    assert.equal(spin(n), r[1])
-    io.stderr:write(string.format("[one task %.3fs, two on 2 threads %.3fs]\n", one, two))
-    assert.is_true(two < one * 1.7, "two tasks took " .. two .. "s, one " .. one .. "s")
+    -- Shown by what no machine speed or load can fake, rather than by
+    -- comparing durations: each task computes, counts itself in, then
+    -- keeps computing (no lock, no blocking call: a lock-free shared
+    -- counter) until the other task has counted in too, and computes
+    -- again. Tasks run one after the other (one thread, a lock around
+    -- tasks, a lock held while Lua runs) can never both see the other:
+    -- the first gives up after 20 s. So each task's own [start, end]
+    -- interval, on the one monotonic clock, overlaps the other's.
+    local arrived = lmp.Value("int32", 0, false)
+    local n = 2e5
+    local r = tp:map(function(a)
+      local now = require("lmp").time
+      local start = now()
+      local s = spin(a.n)
+      a.arrived:add(1)
+      local deadline = now() + 20
+      while a.arrived:get() < 2 and now() < deadline do spin(100) end
+      local met = a.arrived:get() == 2
+      s = s + spin(a.n)
+      return {start = start, stop = now(), met = met, s = s}
+    end, {{arrived = arrived, n = n}, {arrived = arrived, n = n}}, 1)
+    assert.equal(2 * spin(n), r[1].s)
+    assert.equal(2 * spin(n), r[2].s)
+    assert.is_true(r[1].met, "task 1 ran without task 2 running")
+    assert.is_true(r[2].met, "task 2 ran without task 1 running")
+    assert.is_true(r[1].start < r[2].stop and r[2].start < r[1].stop,
+      string.format("[%.6f, %.6f] and [%.6f, %.6f] do not overlap",
+        r[1].start, r[1].stop, r[2].start, r[2].stop))
+    arrived:close()
   end)
 
   it("runs an initializer in each thread, with initargs", function()

@@ -275,12 +275,12 @@ TEST(poll_waits_at_most_its_timeout) {
   t0 = now();
   r = lmp_poll(L, 150);                       /* the task runs 30 s */
   CHECK(r >= 0);
-  CHECK(now() - t0 < 1.0);
+  CHECK(now() - t0 < 5.0);                    /* margin for a busy machine */
   CHECK(run(L, "pool:terminate()"));
   t0 = now();
   CHECK_EQ(lmp_poll(L, 5000), 0);             /* no live pool: no wait */
   CHECK_EQ(lmp_poll(L, -1), 0);
-  CHECK(now() - t0 < 0.5);
+  CHECK(now() - t0 < 2.5);                    /* half the 5 s it would wait */
   /* a result wakes a long wait early */
   CHECK(run(L, "pool = lmp.Pool{processes = 1}\n"
                "pool:apply_async(function() lmp.sleep(0.1) return 1 end, {},\n"
