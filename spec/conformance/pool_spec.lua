@@ -106,17 +106,7 @@ local function alive(pid)
   return st ~= nil and st ~= "Z"
 end
 
--- `local x <close> = obj` on Lua 5.4 (Python's `with`); elsewhere the
--- __close metamethod is what the scope end would call.
-local function with_close(obj, fn)
-  if _VERSION == "Lua 5.4" then
-    local run = assert(load("local obj, fn = ... local x <close> = obj fn(x)"))
-    return run(obj, fn)
-  end
-  local ok, e = pcall(fn, obj)
-  getmetatable(obj).__close(obj)
-  if not ok then error(e, 0) end
-end
+local with_close = require("helpers.conformance").with_close
 
 local PROCESSES = {name = "processes", threads = false}
 function PROCESSES.make(n, opts)

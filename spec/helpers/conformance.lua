@@ -29,4 +29,16 @@ function CF.honoured(dt)
   assert.is_true(dt >= 0.15 and dt < 5, "waited " .. dt .. " s for a 0.2 s timeout")
 end
 
+--- `local x <close> = obj` on Lua 5.4 (Python's `with`): fn(obj), then
+-- obj's __close, which is what the end of such a scope calls elsewhere too.
+function CF.with_close(obj, fn)
+  if _VERSION == "Lua 5.4" then
+    local run = assert(load("local obj, fn = ... local x <close> = obj fn(x)"))
+    return run(obj, fn)
+  end
+  local ok, e = pcall(fn, obj)
+  getmetatable(obj).__close(obj)
+  if not ok then error(e, 0) end
+end
+
 return CF
