@@ -16,6 +16,21 @@ ASAN_BUILDROOT=${ASAN_BUILDROOT:-}
 passed=0
 failed=0
 last_out=
+failures=
+
+# note_failures LABEL TEXT: keeps the first lines of each busted failure or
+# error block (and C tests' FAIL lines), reprinted just above the summary so
+# that the tail of a CI log names what failed.
+note_failures() {
+  local found
+  found=$(printf '%s\n' "$2" | awk '
+    /^(Failure|Error) .* @ [0-9]+$/ { n = 8 }
+    /^FAIL|[^A-Za-z]FAIL[: ]/ { print; next }
+    n > 0 { print; n--; if (n == 0) print "" }' | head -n 120)
+  [ -z "$found" ] || failures="$failures
+--- $1:
+$found"
+}
 
 add() { passed=$((passed + $1)); failed=$((failed + $2)); }
 
@@ -30,10 +45,12 @@ run_ctests() {
     if [ -z "$line" ]; then
       printf '%s\n' "$out"
       echo "C test $t: no summary (exit $rc)"
+      failures="$failures
+--- C test $t$label: no summary (exit $rc)"
       add 0 1
       continue
     fi
-    [ "$rc" -ne 0 ] && printf '%s\n' "$out"
+    [ "$rc" -ne 0 ] && printf '%s\n' "$out" && note_failures "C $(basename "$t")$label" "$out"
     echo "C $(basename "$t")$label: $line"
     add "$(echo "$line" | cut -d' ' -f1)" "$(echo "$line" | cut -d' ' -f3)"
   done
@@ -61,6 +78,9 @@ run_busted() {
   summary=$(printf '%s\n' "$out" | grep -E '[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors?' | tail -1)
   if [ -z "$summary" ]; then
     echo "busted under $bin$label: no summary (exit $rc)"
+    failures="$failures
+--- busted under $bin$label: no summary (exit $rc); its last lines:
+$(printf '%s\n' "$out" | tail -n 15)"
     add 0 1
     return
   fi
@@ -68,6 +88,7 @@ run_busted() {
   f=$(echo "$summary" | sed -E 's/.* ([0-9]+) failures?.*/\1/')
   e=$(echo "$summary" | sed -E 's/.* ([0-9]+) errors?.*/\1/')
   echo "busted $bin$label: $s passed, $((f + e)) failed"
+  [ $((f + e)) -eq 0 ] || note_failures "busted $bin$label" "$out"
   add "$s" "$((f + e))"
 }
 
@@ -138,6 +159,8 @@ run_sanitized() {
     printf '%s\n' "$last_out" | grep -E -A 30 'ERROR: (Address|Leak)Sanitizer|runtime error:' | head -n 80
   fi
   echo "sanitized: $n sanitizer report(s)"
+  [ "$n" -eq 0 ] || failures="$failures
+--- sanitized: $n sanitizer report(s), printed above"
   add 0 "$n"
   rm -rf "$dir"
 }
@@ -155,5 +178,9 @@ run_rockspec() {
 for v in $LUAS; do run_busted "$v"; done
 [ -z "$ASAN_BUILDROOT" ] || run_sanitized
 [ -n "${NO_CTEST:-}" ] || ! command -v luarocks >/dev/null || run_rockspec
+if [ -n "$failures" ]; then
+  echo "=== what failed (first lines of each):$failures"
+  echo "==="
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
