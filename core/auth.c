@@ -91,3 +91,51 @@ int lmp_auth_srv_step(lmp_auth_srv *a, int fd, const void *key,
   if ((rc = answer(fd, want)) < 0) return rc;
   return 1;
 }
+
+/* Feeds the parts, each framed by its length (8 bytes, big-endian). */
+static void feed_parts(crypto_auth_hmacsha256_state *st,
+                       const lmp_auth_part *parts, size_t n) {
+  unsigned char len[8];
+  size_t i;
+  int b;
+  for (i = 0; i < n; i++) {
+    unsigned long long l = parts[i].len;
+    for (b = 7; b >= 0; b--) { len[b] = (unsigned char)(l & 0xff); l >>= 8; }
+    crypto_auth_hmacsha256_update(st, len, sizeof len);
+    crypto_auth_hmacsha256_update(st, parts[i].p, parts[i].len);
+  }
+}
+
+int lmp_auth_mac(unsigned char out[LMP_AUTH_MAC], const void *key,
+                 size_t keylen, const lmp_auth_part *parts, size_t n) {
+  lmp_auth_key k;
+  int rc;
+  if ((rc = lmp_auth_key_init(&k, key, keylen)) < 0) return rc;
+  lmp_auth_key_mac(out, &k, parts, n);
+  lmp_auth_key_clear(&k);
+  return 0;
+}
+
+int lmp_auth_key_init(lmp_auth_key *k, const void *key, size_t keylen) {
+  int rc;
+  if ((rc = lmp_auth_init()) < 0) return rc;
+  crypto_auth_hmacsha256_init(&k->st, key, keylen);
+  return 0;
+}
+
+void lmp_auth_key_clear(lmp_auth_key *k) {
+  sodium_memzero(k, sizeof *k);
+}
+
+void lmp_auth_key_mac(unsigned char out[LMP_AUTH_MAC], const lmp_auth_key *k,
+                      const lmp_auth_part *parts, size_t n) {
+  crypto_auth_hmacsha256_state st = k->st;
+  feed_parts(&st, parts, n);
+  crypto_auth_hmacsha256_final(&st, out);
+  sodium_memzero(&st, sizeof st);
+}
+
+int lmp_auth_mac_equal(const unsigned char a[LMP_AUTH_MAC],
+                       const unsigned char b[LMP_AUTH_MAC]) {
+  return crypto_verify_32(a, b) == 0;
+}

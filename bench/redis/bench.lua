@@ -39,21 +39,34 @@ local ok, err = pcall(function()
   local lpush = tonumber(raw:match("LPUSH: ([%d%.]+)"))
   local rpop = tonumber(raw:match("RPOP: ([%d%.]+)"))
   sh(string.format("redis-cli -p %d FLUSHALL", port))
-  for _ = 1, 2 do
-    pids[#pids + 1] = tonumber(sh(string.format(
-      "(exec %s worker --redis %s --queue bench --concurrency 1 --prefetch 128 --quiet </dev/null >/dev/null 2>&1) & echo $!",
-      lmp_bin, url)))
+  -- the same work on a second queue whose tasks and results are signed
+  local key = string.rep("k", 48)
+  local f = assert(io.open(dir .. "/key", "wb"))
+  f:write(key)
+  f:close()
+  for _, q in ipairs({"bench", "bench_signed"}) do
+    for _ = 1, 2 do
+      pids[#pids + 1] = tonumber(sh(string.format(
+        "(exec %s worker --redis %s --queue %s --concurrency 1 --prefetch 128 --quiet %s </dev/null >/dev/null 2>&1) & echo $!",
+        lmp_bin, url, q, q == "bench" and "" or "--authkey-file " .. dir .. "/key")))
+    end
   end
   local pool = lmp.RedisPool{url = url, queue = "bench"}
+  local signed = lmp.RedisPool{url = url, queue = "bench_signed", authkey = key}
   local list = {}
   for i = 1, N do list[i] = i end
   pool:map(function(x) return x + 1 end, list, 1)        -- warm up
-  local best, best_chunked = math.huge, math.huge
+  signed:map(function(x) return x + 1 end, list, 1)
+  local best, best_chunked, best_signed = math.huge, math.huge, math.huge
   for _ = 1, 3 do
     local t0 = lmp.time()
     local r = pool:map(function(x) return x + 1 end, list, 1)
     assert(#r == N and r[N] == N + 1)
     best = math.min(best, lmp.time() - t0)
+    t0 = lmp.time()
+    r = signed:map(function(x) return x + 1 end, list, 1)
+    assert(#r == N and r[N] == N + 1)
+    best_signed = math.min(best_signed, lmp.time() - t0)
     t0 = lmp.time()
     r = pool:map(function(x) return x + 1 end, list, 100)
     assert(#r == N and r[N] == N + 1)
@@ -67,6 +80,7 @@ local ok, err = pcall(function()
   end
   table.sort(lat)
   pool:terminate()
+  signed:terminate()
   local rate = N / best
   local raw_mean = lpush and rpop and (lpush + rpop) / 2
   print(string.format("redis-benchmark raw (50 clients): LPUSH %.0f/s, RPOP %.0f/s (mean %.0f/s)",
@@ -74,6 +88,8 @@ local ok, err = pcall(function()
   print(string.format("%-46s | lmp %10.0f tasks/s | raw LPUSH/RPOP mean %8.0f/s | %.0f%% of raw  (goal >= 30%%)",
     string.format("RedisPool map %d tiny tasks, chunksize 1", N), rate, raw_mean or 0,
     raw_mean and 100 * rate / raw_mean or 0))
+  print(string.format("%-46s | lmp %10.0f tasks/s | unsigned %8.0f/s | cost of signing %.1f%%  (goal <= 10%%)",
+    "RedisPool map, chunksize 1, with an authkey", N / best_signed, rate, 100 * (1 - best / best_signed)))
   print(string.format("%-46s | lmp %10.0f tasks/s", "RedisPool map, chunksize 100", N / best_chunked))
   print(string.format("%-46s | median %.0f us, p90 %.0f us, p99 %.0f us",
     "apply():get() round trip via Redis", lat[250] * 1e6, lat[450] * 1e6, lat[495] * 1e6))

@@ -1,8 +1,9 @@
 --- lmp.cli: the runtime's subcommands.
 --
 --   lmp worker --redis URL --queue NAME [--concurrency N] [--max-tasks K]
---              [--prefetch P] [--quiet] [script.lua]
---   lmp workers --redis URL --queue NAME
+--              [--prefetch P] [--authkey-file FILE]... [--insecure] [--quiet]
+--              [script.lua]
+--   lmp workers --redis URL --queue NAME [--authkey-file FILE]...
 --
 -- The runtime calls main(cmd, arg) with arg[0] = the subcommand and the
 -- options from arg[1]; main returns the exit status.
@@ -17,13 +18,22 @@ usage: lmp worker --redis URL --queue NAME [options] [script.lua]
   --max-tasks K       exit after K tasks
   --prefetch P        tasks held at once (default 2 * concurrency)
   --timeout S         Redis command timeout in seconds (default 5)
+  --authkey-file FILE the queue's authkey (32+ bytes; one trailing newline is
+                      dropped): tasks must be signed with it, results are
+                      signed. Repeat it to rotate keys: the first signs, all
+                      are accepted. Default: $LMP_AUTHKEY_FILE (FILE[:FILE...])
+  --insecure          run without an authkey on a Redis that is not on
+                      loopback or a Unix socket (anyone who can write to it
+                      can then run code here)
   --quiet             no log lines on stderr
   script.lua          loaded in every worker process before tasks run
 SIGTERM (or one Ctrl-C) finishes the tasks in hand and exits; a second
 Ctrl-C exits at once (its tasks are redelivered after the visibility timeout).]],
   workers = [[
-usage: lmp workers --redis URL --queue NAME
-Lists the live workers of the queue, its depth, pending and dead-letter counts.]],
+usage: lmp workers --redis URL --queue NAME [--authkey-file FILE]... [--insecure]
+Lists the live workers of the queue, its depth, pending and dead-letter counts.
+The listing decodes no task, so it needs no key; a key given is checked all
+the same (a missing or short key file is an error).]],
 }
 
 local function parse(cmd, arg)
@@ -51,6 +61,10 @@ local function parse(cmd, arg)
     elseif a == "--timeout" then
       o.timeout = tonumber(value(a))
       if not o.timeout or o.timeout <= 0 then error({usage = "--timeout must be > 0"}) end
+    elseif a == "--authkey-file" then
+      o.authkey_file = o.authkey_file or {}
+      o.authkey_file[#o.authkey_file + 1] = value(a)
+    elseif a == "--insecure" then o.insecure = true
     elseif a == "--quiet" then o.quiet = true
     elseif a == "-h" or a == "--help" then error({help = true})
     elseif a:sub(1, 1) ~= "-" and cmd == "worker" and not o.script then o.script = a
@@ -106,6 +120,11 @@ function M.main(cmd, arg)
       return 2
     end
     error(o, 0)
+  end
+  local okk, kerr = pcall(require("lmp.redis_auth").keyring, nil, o.authkey_file)
+  if not okk then
+    io.stderr:write("lmp ", cmd, ": ", tostring(kerr), "\n")
+    return 2
   end
   local core = require "lmp.core"
   local okr, rc = pcall(cmd == "workers" and workers or worker, o)

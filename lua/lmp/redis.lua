@@ -11,6 +11,7 @@
 local core = require "lmp.core"
 local R = require "lmp.c.redis"
 local S = require "lmp.redis_scripts"
+local RA = require "lmp.redis_auth"
 local pickle = require "lmp.pickle"
 
 local M = {}
@@ -136,16 +137,49 @@ M._ensure_group = ensure_group
 
 ---------------------------------------------------------------- results
 
+local function auth_error(tid, why)
+  return new_error("auth", string.format("the result of task %s %s; not decoded", tid, why),
+    {task = tid})
+end
+
+-- A result value as the caller may decode it: (value, loads options) or
+-- (nil, error). With a key ring, only signed values pass ("D" and "A"
+-- carry text only); without one, functions in a value are refused.
+local function open_result(tid, v, ring, queue)
+  local tag = v:sub(1, 1)
+  if tag == "D" or tag == "A" then return v, nil end
+  if not ring then
+    if tag == "S" then return nil, auth_error(tid, "is signed but this RedisPool has no authkey") end
+    return v, {functions = false}
+  end
+  if tag == "S" then
+    local inner = RA.open_result(ring, queue, tid, v)
+    if not inner then return nil, auth_error(tid, "failed its signature check (forged, or signed with another key)") end
+    return inner, nil
+  end
+  if tag == "X" then
+    local d, rest = v:match("^X(%d+)\n(.*)$")
+    local perr = rest and RA.open_error(ring, queue, tid, rest)
+    if not perr then return nil, auth_error(tid, "failed its signature check (forged, or signed with another key)") end
+    return "X" .. d .. "\n" .. perr, nil
+  end
+  return nil, auth_error(tid, "is not signed (written by a worker without the authkey, or forged)")
+end
+
 -- Turns a result value (see lmp.redis_scripts) into (ok, value | error).
-local function decode_result(tid, v)
+-- ring and queue: the caller's key ring (nil: none) and queue name.
+local function decode_result(tid, v, ring, queue)
   if not v then
     return false, new_error("worker_lost", "the result of task " .. tid
       .. " has expired or was taken by another caller", {task = tid})
   end
+  local lopts
+  v, lopts = open_result(tid, v, ring, queue)
+  if not v then return false, lopts end
   local tag, body = v:sub(1, 1), v:sub(2)
-  if tag == "O" then return true, pickle.loads(body) end
+  if tag == "O" then return true, pickle.loads(body, lopts) end
   if tag == "E" then
-    local e = pickle.loads(body)
+    local e = pickle.loads(body, lopts)
     local kind = (e.kind == "pickle" or e.kind == "full") and e.kind or "remote"
     return false, new_error(kind, string.format("task %s raised in %s: %s", tid,
       tostring(e.worker), tostring(e.message)),
@@ -154,12 +188,17 @@ local function decode_result(tid, v)
   end
   local d, rest = body:match("^(%d+)\n(.*)$")
   if tag == "X" then
-    local e = pickle.loads(rest)
+    local e = pickle.loads(rest, lopts)
     return false, new_error("remote", string.format(
       "task %s raised on each of its %s deliveries (dead-lettered): %s",
       tid, d, tostring(e.message)),
       {traceback = e.traceback, worker = e.worker, task = tid, deliveries = tonumber(d),
        dead_letter = true, remote_kind = e.kind})
+  end
+  if tag == "A" then
+    return false, new_error("auth", string.format(
+      "task %s was refused by a worker (dead-lettered): %s", tid, tostring(rest)),
+      {task = tid, deliveries = tonumber(d), dead_letter = true})
   end
   return false, new_error("worker_lost", string.format(
     "task %s was delivered %s times and never finished (dead-lettered): %s",
@@ -200,7 +239,10 @@ local function check_pool_opts(opts)
   end
   local codec = pickle.resolve_codec(opts.codec)   -- nil: lmp.set_codec's default
   if not codec then argerror(1, "RedisPool", "codec must be 'json' or 'binary'") end
+  local okk, ring = pcall(RA.keyring, opts.authkey, opts.authkey_file)
+  if not okk then argerror(1, "RedisPool", tostring(ring)) end
   return {
+    ring = ring, insecure = opts.insecure and true or false,
     url = opts.url, queue = q, codec = codec,
     vt = num_opt(opts, "visibility_timeout", 30, 0.01),
     max_retries = math.floor(num_opt(opts, "max_retries", 3, 1)),
@@ -217,10 +259,15 @@ end
 --- RedisPool{url =, queue =, visibility_timeout = 30, max_retries = 3,
 -- result_ttl = 3600, timeout = 5, connect_timeout =, reconnect_timeout = 30,
 -- max_task_size = 4 MiB, max_result_size = 4 MiB, retry_errors = false,
--- codec =}: codec pickles the tasks (functions and arguments); it defaults
--- to lmp.set_codec's choice (JSON unless set). Results are always JSON.
+-- codec =, authkey =, authkey_file =, insecure = false}: codec pickles the
+-- tasks (functions and arguments); it defaults to lmp.set_codec's choice
+-- (JSON unless set). Results are always JSON. With an authkey (a string
+-- of 32+ bytes, or a list {new, old...} during a rotation) tasks are
+-- signed and results checked (lmp.redis_auth); a Redis that is not on
+-- loopback needs one unless insecure = true.
 function M.RedisPool(opts)
   local o = check_pool_opts(opts)
+  RA.check_policy(o.url, o.ring, o.insecure, "RedisPool")
   local cl = M.client(o.url, o)
   local k = keys_of(o.queue)
   local self = setmetatable({
@@ -303,8 +350,13 @@ function RedisPool:_task_cmd(job, kk, first, n, fbytes, items, star)
   local tid = self.tid_prefix .. seq
   self.tasks[tid] = {job = job, k = kk, first = first, n = n}
   self.npending = self.npending + 1
-  return {"XADD", self.k.tasks, "*", "t", tid, "h", self:_header(n, star),
-    "f", fbytes, "a", a}, tid
+  local h = self:_header(n, star)
+  local ring = self.o.ring
+  if ring then
+    return {"XADD", self.k.tasks, "*", "t", tid, "h", h, "f", fbytes, "a", a,
+      "s", RA.sign_task(ring, self.o.queue, tid, h, fbytes, a)}, tid
+  end
+  return {"XADD", self.k.tasks, "*", "t", tid, "h", h, "f", fbytes, "a", a}, tid
 end
 
 -- Sends the commands; a failure forgets their tasks and raises.
@@ -475,7 +527,7 @@ function RedisPool:_deliver(tid, value)
   local t = self.tasks[tid]
   local job = t and t.job or self.reattached[tid]
   if not job then return false end           -- a duplicate, or not ours
-  local okc, ok, v = pcall(decode_result, tid, value)
+  local okc, ok, v = pcall(decode_result, tid, value, self.o.ring, self.o.queue)
   local err
   if not okc then
     err = new_error("pickle", "cannot unpickle the result of task " .. tid .. ": " .. tostring(ok))
@@ -565,14 +617,16 @@ function M.stats(cl, queue)
   return out
 end
 
---- dead_letters([count]) -> list of {id =, task =, deliveries =, error =}.
+--- dead_letters([count]) -> list of {id =, task =, deliveries =, error =,
+-- kind = "auth" for an entry a worker refused unverified, else nil}.
 function RedisPool:dead_letters(count)
   local r = self.cl:call("XRANGE", self.k.dead, "-", "+", "COUNT", count or 100)
   local out = {}
   for _, e in ipairs(r) do
     local f = {}
     for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end
-    out[#out + 1] = {id = e[1], task = f.t, deliveries = tonumber(f.deliveries), error = f.error}
+    out[#out + 1] = {id = e[1], task = f.t, deliveries = tonumber(f.deliveries), error = f.error,
+      kind = f.kind}
   end
   return out
 end

@@ -15,14 +15,17 @@
 --
 -- Result values: "O"..pickled results, "E"..pickled error (the task
 -- raised), "D"..deliveries.."\n"..text (dead letter: worker lost),
--- "X"..deliveries.."\n"..pickled error (dead letter: raised every time).
+-- "X"..deliveries.."\n"..pickled error (dead letter: raised every time),
+-- "A"..deliveries.."\n"..text (dead letter: a keyed worker refused the
+-- entry's signature), "S"..MAC..value (signed: lmp.redis_auth).
 local S = {}
 
 -- Shared prelude: token check, entry fields, dead-lettering.
 -- A task entry is t (task id "<caller>:<seq>"), h (header "c s m ttl v x
 -- e": items, star, max deliveries, result ttl ms, visibility timeout ms,
 -- max result bytes, retry errors), f (pickled function), a (pickled
--- items). Results of a caller go to the hash r:<caller> (task id ->
+-- items) and, from a RedisPool with an authkey, s (its signature, see
+-- lmp.redis_auth: the scripts never check it, workers do). Results of a caller go to the hash r:<caller> (task id ->
 -- value) and its task ids to the list n:<caller>; both expire result ttl
 -- after the caller's latest result.
 local prelude = [==[
@@ -34,6 +37,7 @@ local function fields(f)
   local t = {}
   for i = 1, #f, 2 do t[f[i]] = f[i + 1] end
   local h = t.h or ''           -- (no h: queued by an lmp of one field each)
+  t.sig = t.h and t.s or nil    -- with h, s is the signature (not "star")
   local c, s, m, ttl = h:match('^(%d+) (%d) (%d+) (%d+)')
   t.c, t.s = c or t.c or '1', s or t.s or '0'
   t.m, t.ttl = tonumber(m or t.m) or 3, tonumber(ttl or t.ttl) or 3600000
@@ -46,6 +50,7 @@ local function caller(tid)
   return tid:match('^(.*):[^:]*$') or tid
 end
 local function finish(prefix, t, value)
+  if type(t.t) ~= 'string' then return end   -- no task id: no caller to tell
   local cid = caller(t.t)
   local rk, nk = prefix .. 'r:' .. cid, prefix .. 'n:' .. cid
   redis.call('HSET', rk, t.t, value)
@@ -56,16 +61,19 @@ end
 local function retire(tasks, errs, g, id)
   redis.call('XACK', tasks, g, id)
   redis.call('XDEL', tasks, id)
-  redis.call('HDEL', errs, id, id .. ':p')
+  redis.call('HDEL', errs, id, id .. ':p', id .. ':k')
 end
 local function deadletter(tasks, dead, errs, prefix, g, id, t, deliveries)
   local text = redis.call('HGET', errs, id) or
     'the worker holding it stopped without a result'
   local perr = redis.call('HGET', errs, id .. ':p')
-  redis.call('XADD', dead, 'MAXLEN', '~', 100000, '*', 't', t.t, 'id', id,
-    'deliveries', deliveries, 'error', text,
-    'h', t.h or '', 'f', t.f or '', 'a', t.a or '')
-  if perr then
+  local kind = redis.call('HGET', errs, id .. ':k') or ''
+  redis.call('XADD', dead, 'MAXLEN', '~', 100000, '*', 't', t.t or '', 'id', id,
+    'deliveries', deliveries, 'error', text, 'kind', kind,
+    'h', t.h or '', 'f', t.f or '', 'a', t.a or '', 's', t.sig or '')
+  if kind == 'auth' then
+    finish(prefix, t, 'A' .. deliveries .. '\n' .. text)
+  elseif perr then
     finish(prefix, t, 'X' .. deliveries .. '\n' .. perr)
   else
     finish(prefix, t, 'D' .. deliveries .. '\n' .. text)
@@ -169,7 +177,9 @@ return out
 ]==]
 
 --- FAIL: KEYS tasks, dead, err; ARGV group, consumer, prefix, id,
--- deliveries, error text, pickled error ('' if none), final (0/1).
+-- deliveries, error text, pickled error ('' if none), final (0/1)
+-- [, kind: 'auth' for an entry refused unverified: final, its caller
+-- gets an "A" value].
 -- Records the error; dead-letters the entry when it has had its
 -- deliveries (or final), else makes it at once reclaimable.
 -- Returns 'dead', 'retry' or 'stale'.
@@ -180,6 +190,7 @@ if not owns(tasks, g, me, id, d) then return 'stale' end
 redis.call('HSET', errs, id, ARGV[6])
 if ARGV[7] ~= '' then redis.call('HSET', errs, id .. ':p', ARGV[7])
 else redis.call('HDEL', errs, id .. ':p') end
+if ARGV[9] and ARGV[9] ~= '' then redis.call('HSET', errs, id .. ':k', ARGV[9]) end
 local e = redis.call('XRANGE', tasks, id, id)[1]
 if not e then return 'stale' end
 local t = fields(e[2])

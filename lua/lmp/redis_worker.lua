@@ -9,6 +9,7 @@
 local core = require "lmp.core"
 local R = require "lmp.c.redis"
 local RM = require "lmp.redis"
+local RA = require "lmp.redis_auth"
 local pickle = require "lmp.pickle"
 
 local W = {}
@@ -21,18 +22,21 @@ local function hostname()
   return h
 end
 
--- The fields of a task entry (see lmp.redis_scripts): t, h, f, a.
+-- The fields of a task entry (see lmp.redis_scripts): t, h, f, a and,
+-- when signed, s.
 local function fields(list)
-  if list[1] == "t" and list[3] == "h" and list[5] == "f" and list[7] == "a" then
-    return list[2], list[4], list[6], list[8]
+  if list[1] == "t" and list[3] == "h" and list[5] == "f" and list[7] == "a"
+      and (list[9] == nil or list[9] == "s") then
+    return list[2], list[4], list[6], list[8], list[10]
   end
   local t = {}
-  for i = 1, #list, 2 do t[list[i]] = list[i + 1] end
+  for i = 1, #list - 1, 2 do t[list[i]] = list[i + 1] end
   if not t.h then     -- an entry queued by lmp before the header (one field each)
     t.h = string.format("%s %s %s %s %s %s %s", t.c or 1, t.s or 0, t.m or 3,
       t.ttl or 3600000, t.v or 30000, t.x or 4194304, t.e or 0)
+    return t.t, t.h, t.f, t.a, nil
   end
-  return t.t, t.h, t.f, t.a
+  return t.t, t.h, t.f, t.a, t.s
 end
 
 local Worker = {}
@@ -78,7 +82,12 @@ end
 -- Hands a delivered entry to the local pool.
 function Worker:_submit(id, d, flist)
   if self.inflight[id] then return end        -- already ours (redelivered to us)
-  local tid, h, f, a = fields(flist)
+  local tid, h, f, a, sig = fields(flist)
+  local key
+  if self.ring then                           -- nothing is parsed before this
+    key = RA.check_task(self.ring, self.queue, tid, h, f, a, sig)
+    if not key then return self:_refuse(id, d, tid, sig) end
+  end
   local hd = self:_header(h)
   -- The task carries its queue's visibility timeout: a worker that started
   -- before the pool set it learns it now, not at its next reap.
@@ -89,7 +98,7 @@ function Worker:_submit(id, d, flist)
     self.next_reap = math.min(self.next_reap, core.time() + self.reap_every)
   end
   tid = tid or ""
-  local rec = {id = id, d = d, t = tid, c = RM._caller_of(tid), ttl = hd.ttl, e = hd.e}
+  local rec = {id = id, d = d, t = tid, c = RM._caller_of(tid), ttl = hd.ttl, e = hd.e, key = key}
   self.inflight[id] = rec
   self.ninflight = self.ninflight + 1
   self.taken = self.taken + 1
@@ -102,6 +111,19 @@ function Worker:_submit(id, d, flist)
   if not ok then
     self.failed[#self.failed + 1] = {rec, "could not start the task: " .. tostring(err), ""}
   end
+end
+
+-- An entry whose signature does not verify: dead-lettered at once with
+-- kind "auth", never decoded nor run; its caller, if any, is told.
+function Worker:_refuse(id, d, tid, sig)
+  local why = sig and "its signature does not match any authkey of this worker"
+    or "it is not signed and this worker requires an authkey"
+  self.refused = self.refused + 1
+  self:log("refused entry %s (task %s): %s", id, type(tid) == "string" and tid:sub(1, 80) or "?", why)
+  local rec = {id = id, d = d, t = type(tid) == "string" and tid or "", final = true, kind = "auth"}
+  self.inflight[id] = rec
+  self.ninflight = self.ninflight + 1
+  self.failed[#self.failed + 1] = {rec, "auth: refused: " .. why, ""}
 end
 
 function Worker:_take(entries)
@@ -156,8 +178,11 @@ function Worker:_commit()
     local v = rec.v
     if rec.e and v:sub(1, 1) == "E" then       -- retry_errors: a failure
       local okl, e = pcall(pickle.loads, v:sub(2), {functions = false})
-      fails[#fails + 1] = {rec, okl and tostring(e.message) or "task raised", v:sub(2)}
+      local perr = v:sub(2)
+      if rec.key then perr = RA.sign_error(rec.key, self.queue, rec.t, perr) end
+      fails[#fails + 1] = {rec, okl and tostring(e.message) or "task raised", perr}
     else
+      if rec.key then rec.v = RA.sign_result(rec.key, self.queue, rec.t, v) end
       local grp = groups[rec.c]
       if not grp then
         grp = {ttl = rec.ttl}
@@ -202,10 +227,13 @@ function Worker:_flush()
     local f = self.failed[1]
     local rec = f[1]
     local r = self.wr:eval("fail", {self.k.tasks, self.k.dead, self.k.err},
-      {GROUP, self.me, self.k.prefix, rec.id, rec.d, f[2], f[3], 0})
+      {GROUP, self.me, self.k.prefix, rec.id, rec.d, f[2], f[3], rec.final and 1 or 0,
+       rec.kind or ""})
     table.remove(self.failed, 1)
     self:_retire(rec)
-    if r == "dead" then self:log("task %s dead-lettered after %s deliveries: %s", rec.t, rec.d, f[2]) end
+    if r == "dead" and not rec.final then
+      self:log("task %s dead-lettered after %s deliveries: %s", rec.t, rec.d, f[2])
+    end
   end
 end
 
@@ -268,11 +296,15 @@ function Worker:_finished()
 end
 
 --- run(opts) -> exit status. opts: url, queue, concurrency, max_tasks,
--- script, prefetch, quiet, timeout.
+-- script, prefetch, quiet, timeout, authkey, authkey_file, insecure
+-- (see lmp.redis_auth: a key ring checks every task before it is read).
 function W.run(opts)
   local lmp = require "lmp"
   local P = require "lmp.process"
+  local ring = RA.keyring(opts.authkey, opts.authkey_file)
+  RA.check_policy(opts.url, ring, opts.insecure, "lmp worker")
   local self = setmetatable({
+    ring = ring, queue = opts.queue, refused = 0,
     k = RM._keys(opts.queue), concurrency = opts.concurrency or P.cpu_count(),
     max_tasks = opts.max_tasks, quiet = opts.quiet, host = hostname(),
     pid = P.current_process().pid, inflight = {}, ninflight = 0, taken = 0,
@@ -300,7 +332,8 @@ function W.run(opts)
     init = function() dofile(path) end
   end
   self.pool = lmp.Pool{processes = self.concurrency, initializer = init, codec = "binary"}
-  self:log("serving queue %s with %d processes", opts.queue, self.concurrency)
+  self:log("serving queue %s with %d processes%s", opts.queue, self.concurrency,
+    ring and string.format(" (tasks must be signed: %d key(s))", #ring.keys) or "")
   local interrupts, status = 0, 0
   while not self:_finished() do
     local ok, e = pcall(self._turn, self)
@@ -339,7 +372,8 @@ function W.run(opts)
   end)
   pcall(self.rd.close, self.rd)
   pcall(self.wr.close, self.wr)
-  self:log("stopped: %d task(s) done, %d stale result(s) dropped", self.processed, self.stale)
+  self:log("stopped: %d task(s) done, %d stale result(s) dropped, %d entr%s refused", self.processed,
+    self.stale, self.refused, self.refused == 1 and "y" or "ies")
   return status
 end
 
