@@ -128,6 +128,13 @@ int lmp_shmobj_raise(lua_State *L, int neg_errno, const char *what,
   return lmp_error_raise_errno(L, neg_errno, lua_tostring(L, -1));
 }
 
+int lmp_shmobj_unlink(lua_State *L, const lmp_shm *s) {
+  int r = lmp_shm_unlink(s->name);
+  if (r < 0 && r != -ENOENT) return lmp_shmobj_raise(L, r, "unlink", s->name);
+  lua_pushboolean(L, r == 0);
+  return 1;
+}
+
 /* ------------------------------------------------------------- SharedMemory */
 
 typedef struct shmobj {
@@ -193,11 +200,7 @@ static int shm_close(lua_State *L) {
 }
 
 static int shm_unlink(lua_State *L) {
-  shmobj *o = luaL_checkudata(L, 1, SHM_MT);
-  int r = lmp_shm_unlink(o->shm.name);
-  if (r < 0 && r != -ENOENT) return lmp_shmobj_raise(L, r, "unlink", o->shm.name);
-  lua_pushboolean(L, r == 0);
-  return 1;
+  return lmp_shmobj_unlink(L, luaL_checkudata(L, 1, SHM_MT));
 }
 
 static int shm_name(lua_State *L) {
@@ -459,9 +462,14 @@ static arrobj *new_arr(lua_State *L, int is_value) {
 }
 
 /* Sets the lock (user value) of the object at -1 from the argument at idx:
- * nil/true -> a new RLock, false -> none, else a Lock or RLock. */
+ * nil/true -> a new RLock, false -> none (a raw object: no get_lock), else
+ * a Lock or RLock; or a table {lock = one of those}. */
 static void set_lock(lua_State *L, int idx) {
   int obj = lua_gettop(L);
+  if (lua_istable(L, idx)) {
+    lua_getfield(L, idx, "lock");
+    lua_replace(L, idx);
+  }
   if (lua_isnoneornil(L, idx) || (lua_isboolean(L, idx) && lua_toboolean(L, idx))) {
     lua_getglobal(L, "require");
     lua_pushliteral(L, "lmp.c.sync");
@@ -476,7 +484,8 @@ static void set_lock(lua_State *L, int idx) {
     lua_pop(L, 1);
   } else {
     if (!luaL_testudata(L, idx, "lmp.Lock") && !luaL_testudata(L, idx, "lmp.RLock"))
-      luaL_argerror(L, idx, "lock must be true, false, an lmp.Lock or an lmp.RLock");
+      luaL_argerror(L, idx, "lock must be true, false, an lmp.Lock or an lmp.RLock "
+                    "(or {lock = one of those})");
     lmp_uv_set(L, obj, idx);
   }
 }
@@ -623,6 +632,11 @@ static int arr_index(lua_State *L) {
     push_elem(L, check_arr(L, 1), 0);
     return 1;
   }
+  if (lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "get_lock") == 0) {
+    lmp_uv_get(L, 1);              /* a raw object has no get_lock, as in Python */
+    if (!lua_toboolean(L, -1)) { lua_pushnil(L); return 1; }
+    lua_pop(L, 1);
+  }
   lua_pushvalue(L, 2);
   lua_rawget(L, lua_upvalueindex(1));
   return 1;
@@ -645,16 +659,22 @@ static int arr_newindex(lua_State *L) {
   return 0;
 }
 
+/* "lmp.Value(int64, 5)"; "lmp.RawValue(...)" / "lmp.RawArray(...)" when
+ * the object has no lock. */
 static int arr_tostring(lua_State *L) {
   arrobj *a = lua_touserdata(L, 1);
+  const char *raw;
+  lmp_uv_get(L, 1);
+  raw = lua_toboolean(L, -1) ? "" : "Raw";
+  lua_pop(L, 1);
   if (!a->shm.addr) {
     lua_pushstring(L, a->is_value ? "lmp.Value (closed)" : "lmp.Array (closed)");
   } else if (a->is_value) {
     push_elem(L, a, 0);
-    lua_pushfstring(L, "lmp.Value(%s, %s)", type_names[a->type],
+    lua_pushfstring(L, "lmp.%sValue(%s, %s)", raw, type_names[a->type],
                     lua_tostring(L, -1));
   } else {
-    lua_pushfstring(L, "lmp.Array(%s, %d)", type_names[a->type], (int)a->n);
+    lua_pushfstring(L, "lmp.%sArray(%s, %d)", raw, type_names[a->type], (int)a->n);
   }
   return 1;
 }
@@ -759,8 +779,9 @@ int luaopen_lmp_c_shm(lua_State *L) {
   lua_pop(L, 1);
   arr_class(L, VALUE_MT, value_unpickle, arr_methods);
   arr_class(L, ARRAY_MT, array_unpickle, arr_methods);
-  lua_createtable(L, 0, 4);
+  lua_createtable(L, 0, 5);
   luaL_setfuncs(L, funcs, 0);
+  lmp_shl_open(L);
   lua_pushliteral(L, "lmp.c.shm 1");
   lua_setfield(L, -2, "_VERSION");
   return 1;

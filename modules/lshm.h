@@ -35,8 +35,16 @@ void lmp_uv_get(lua_State *L, int ud);
  * false -> 0 (try once), a number >= 0 -> that; returns a deadline. */
 double lmp_shmobj_deadline(lua_State *L, int idx);
 
+/* The unlink() method of an object whose lmp_shm is s: pushes true, or
+ * false if the name was already gone; raises on other errors. */
+int lmp_shmobj_unlink(lua_State *L, const lmp_shm *s);
+
 /* Raises the error object for a failed shm create/attach of `what`. */
 int lmp_shmobj_raise(lua_State *L, int neg_errno, const char *what,
                      const char *name);
+
+/* Registers lmp.ShareableList (lshl.c) and sets its constructor as the
+ * field ShareableList of the table at -1 (the lmp.c.shm module). */
+void lmp_shl_open(lua_State *L);
 
 #endif

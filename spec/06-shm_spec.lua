@@ -40,7 +40,7 @@ describe("lmp.Value", function()
     assert.matches("^lmp.RLock", tostring(v:get_lock()))
     local l = lmp.Lock()
     assert.equal(l, lmp.Value("int64", 0, l):get_lock())
-    assert.error_matches(function() lmp.Value("int64", 0, false):get_lock() end, "without a lock")
+    assert.is_nil(lmp.Value("int64", 0, false).get_lock)   -- raw: no get_lock, as in Python
     assert.has_error(function() lmp.Value("int64", 0, "lock") end)
   end)
 
@@ -110,6 +110,55 @@ out("a", table.concat(a:totable(), ","))
 ]==], method)
       assert.equal("1000,1000,1000,1000,1.5,3,4.5,6",
         t.a:gsub("%.0([,$])", "%1"):gsub("%.0$", ""))
+    end)
+  end
+end)
+
+-- Python's multiprocessing.sharedctypes: RawValue, RawArray and lock=False.
+describe("lmp.RawValue, lmp.RawArray and {lock = false}", function()
+  it("make objects without a lock: no get_lock, like Python's raw ctypes objects", function()
+    local v, a = lmp.RawValue("int32", 5), lmp.RawArray("double", {1.5, 2})
+    assert.equal(5, v.value)
+    assert.same({1.5, 2}, a:totable())
+    assert.equal(0, lmp.RawValue("d").value)
+    assert.equal(3, #lmp.RawArray("i", 3))
+    for _, o in ipairs{v, a, lmp.Value("i", 1, {lock = false}), lmp.Array("i", 2, {lock = false})} do
+      assert.is_nil(o.get_lock)
+      assert.matches("^lmp%.Raw", tostring(o))
+    end
+    assert.equal("lmp.RawValue(int32, 5)", tostring(v))
+    assert.equal(7, v:add(2))                      -- add stays atomic
+    -- {lock = true | a lock} in the options table, like Python's lock=
+    assert.matches("^lmp.RLock", tostring(lmp.Value("i", 1, {lock = true}):get_lock()))
+    local l = lmp.Lock()
+    assert.equal(l, lmp.Array("i", 2, {lock = l}):get_lock())
+    assert.matches("^lmp.RLock", tostring(lmp.Value("i", 1, {}):get_lock()))
+    assert.error_matches(function() lmp.Value("i", 1, {lock = "x"}) end, "lock must be")
+    assert.error_matches(function() lmp.RawValue("int128") end, "unknown type")
+    assert.has_error(function() lmp.RawArray("uint8", {1, 300}) end)
+  end)
+
+  for _, method in ipairs(S.methods) do
+    it("are shared with a child process and stay raw there (" .. method .. ")", function()
+      local t = S.run([==[
+local v, a = lmp.RawValue("int64", 1), lmp.RawArray("double", 3)
+local p = ctx.Process{target = function(rv, ra)
+  rv.value = rv.value + 41
+  ra[2] = 2.5
+  ra[3] = rv.get_lock == nil and ra.get_lock == nil and 1 or -1
+end, args = {v, a}}
+p:start()
+p:join(20)
+out("v", v.value)
+out("a", table.concat(a:totable(), ","))
+out("code", p.exitcode)
+out("pid", lmp.current_process().pid)
+v:close(); a:close()
+]==], method)
+      assert.equal("42", t.v)
+      assert.equal("0,2.5,1", t.a:gsub("%.0([,$])", "%1"):gsub("%.0$", ""))
+      assert.equal("0", t.code)
+      assert.equal(0, S.shm_names(t.pid))
     end)
   end
 end)
