@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
   echo "by docs/build_api.sh; edit those pages. The contract it extends is"
   echo "../shared/API.md; where lmp differs, the page says so and why."
   echo
-  for f in core pickle process pipe pool queue sync shm manager redis thread embed prefork socket log; do
+  for f in core pickle process pipe connection pool queue sync shm manager redis thread embed prefork socket log; do
     [ -f "api/$f.md" ] || continue
     echo
     sed 's/^## /### /; s/^# /## /' "api/$f.md"

@@ -18,7 +18,7 @@
 /* The bindings, one per modules/l<name>.c, each opened as "lmp.c.<name>"
  * (see lmp_core.c). Add a new binding's name here. */
 #define LMP_OPENERS(X) \
-  X(auth) X(embed) X(log) X(manager) X(pickle) X(pipe) X(pool) X(proc) \
+  X(auth) X(connection) X(embed) X(log) X(manager) X(pickle) X(pipe) X(pool) X(proc) \
   X(queue) X(redis) X(shm) X(socket) X(sync) X(sys) X(thread)
 #define LMP_OPENER_DECL(name) int luaopen_lmp_c_##name(lua_State *L);
 LMP_OPENERS(LMP_OPENER_DECL)
