@@ -2,14 +2,17 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "fd.h"
 #include "intr.h"
 #include "proc.h"
@@ -139,4 +142,83 @@ int lmp_proc_cpu_count(void) {
   }
   n = sysconf(_SC_NPROCESSORS_ONLN);
   return n > 0 ? (int)n : 1;
+}
+
+int lmp_proc_send_fds(int sock, const void *data, size_t n, const int *fds,
+                      int nfds, double deadline) {
+  union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int) * LMP_PROC_MAXFDS)]; } u;
+  struct iovec iov;
+  struct msghdr msg;
+  ssize_t r;
+  if (n == 0 || nfds < 0 || nfds > LMP_PROC_MAXFDS) return -EINVAL;
+  memset(&msg, 0, sizeof msg);
+  iov.iov_base = (void *)data;
+  iov.iov_len = n;
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (nfds > 0) {
+    memset(&u, 0, sizeof u);
+    msg.msg_control = u.buf;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+    u.h.cmsg_level = SOL_SOCKET;
+    u.h.cmsg_type = SCM_RIGHTS;
+    u.h.cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+    memcpy(CMSG_DATA(&u.h), fds, sizeof(int) * (size_t)nfds);
+  }
+  for (;;) {
+    r = sendmsg(sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (r >= 0) return (size_t)r == n ? 0 : -EMSGSIZE;
+    if (errno == EPIPE || errno == ECONNRESET) return -EPIPE;
+    if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+    if (errno != EINTR) {
+      int w = lmp_fd_wait(sock, POLLOUT, deadline);
+      if (w < 0) return w;
+      if (w == 0) return -ETIMEDOUT;
+    }
+  }
+}
+
+ssize_t lmp_proc_recv_fds(int sock, void *data, size_t n, int *fds, int *nfds,
+                          double deadline) {
+  union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int) * LMP_PROC_MAXFDS)]; } u;
+  struct iovec iov;
+  struct msghdr msg;
+  struct cmsghdr *c;
+  ssize_t r;
+  *nfds = 0;
+  for (;;) {
+    memset(&msg, 0, sizeof msg);
+    iov.iov_base = data;
+    iov.iov_len = n;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = u.buf;
+    msg.msg_controllen = sizeof u.buf;
+    r = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    if (r >= 0) break;
+    if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+    if (errno != EINTR) {
+      int w = lmp_fd_wait(sock, POLLIN, deadline);
+      if (w < 0) return w;
+      if (w == 0) return -ETIMEDOUT;
+    }
+  }
+  for (c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int)), i;
+      int *got = (int *)(void *)CMSG_DATA(c);
+      for (i = 0; i < k; i++) {
+        if (*nfds < LMP_PROC_MAXFDS) fds[(*nfds)++] = got[i];
+        else lmp_fd_close(got[i]);
+      }
+    }
+  }
+  return r;
+}
+
+int lmp_proc_move_fd(int fd, int min) {
+  int nfd = fcntl(fd, F_DUPFD_CLOEXEC, min);
+  if (nfd < 0) return -errno;
+  lmp_fd_close(fd);
+  return nfd;
 }

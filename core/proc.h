@@ -28,6 +28,24 @@ int lmp_proc_poll(pid_t pid, int *status);
 /* Exit code in Python's convention: code, or -N when killed by signal N. */
 int lmp_proc_exitcode(int status);
 
+/* Sends n bytes of data (n >= 1) and nfds fds (at most LMP_PROC_MAXFDS)
+ * over the Unix stream socket sock in one sendmsg (SCM_RIGHTS), waiting
+ * for room until deadline: 0, -ETIMEDOUT, -EPIPE, -EMSGSIZE (a short
+ * write: the message must fit in one send) or -errno. The fds stay ours. */
+#define LMP_PROC_MAXFDS 64
+int lmp_proc_send_fds(int sock, const void *data, size_t n, const int *fds,
+                      int nfds, double deadline);
+
+/* Receives up to n bytes and up to LMP_PROC_MAXFDS fds (close-on-exec,
+ * the caller owns them) from sock, waiting until deadline: the byte count
+ * (0 at EOF) with *nfds set, -ETIMEDOUT or -errno. */
+ssize_t lmp_proc_recv_fds(int sock, void *data, size_t n, int *fds, int *nfds,
+                          double deadline);
+
+/* Moves fd to the lowest free number >= min, close-on-exec, and closes the
+ * old one: the new fd or -errno. */
+int lmp_proc_move_fd(int fd, int min);
+
 /* CPUs this process may run on (the affinity mask), at least 1. */
 int lmp_proc_cpu_count(void);
 

@@ -156,6 +156,68 @@ static int l_close(lua_State *L) {
   return 0;
 }
 
+/* ---- fd passing, for the forkserver (lua/lmp/forkserver.lua) ---------- */
+
+/* send_fds(sock, data, {fd, ...} [, timeout]) -> true: one sendmsg with
+ * the fds as SCM_RIGHTS (they stay ours). Raises an lmp error. */
+static int l_send_fds(lua_State *L) {
+  int sock = (int)luaL_checkinteger(L, 1), fds[LMP_PROC_MAXFDS], n = 0, r;
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  double deadline = lmp_check_deadline(L, 4);
+  luaL_argcheck(L, len > 0, 2, "data must not be empty");
+  if (!lua_isnoneornil(L, 3)) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    n = (int)lua_rawlen(L, 3);
+    luaL_argcheck(L, n <= LMP_PROC_MAXFDS, 3, "at most 64 fds can be passed");
+    for (int i = 1; i <= n; i++) {
+      lua_rawgeti(L, 3, i);
+      fds[i - 1] = (int)luaL_checkinteger(L, -1);
+      lua_pop(L, 1);
+    }
+  }
+  r = lmp_proc_send_fds(sock, data, len, fds, n, deadline);
+  if (r < 0) return lmp_error_raise_errno(L, r, "send_fds");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* recv_fds(sock [, timeout]) -> data ("" at EOF), {fd, ...} (ours now).
+ * Raises an lmp error (timeout, os). */
+static int l_recv_fds(lua_State *L) {
+  int sock = (int)luaL_checkinteger(L, 1), fds[LMP_PROC_MAXFDS], n = 0, i;
+  char buf[4096];
+  double deadline = lmp_check_deadline(L, 2);
+  ssize_t r = lmp_proc_recv_fds(sock, buf, sizeof buf, fds, &n, deadline);
+  if (r < 0) return lmp_error_raise_errno(L, (int)r, "recv_fds");
+  lua_pushlstring(L, buf, (size_t)r);  /* only a memory error could leak fds */
+  lua_createtable(L, n, 0);
+  for (i = 0; i < n; i++) {
+    lua_pushinteger(L, fds[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 2;
+}
+
+/* move_fd(fd, min) -> the fd moved to the lowest free number >= min
+ * (close-on-exec; the old number is closed). */
+static int l_move_fd(lua_State *L) {
+  int r = lmp_proc_move_fd((int)luaL_checkinteger(L, 1), (int)luaL_checkinteger(L, 2));
+  if (r < 0) return lmp_error_raise_errno(L, r, "move_fd");
+  lua_pushinteger(L, r);
+  return 1;
+}
+
+/* dup2(fd, to): fd also at number to (inherited: not close-on-exec). */
+static int l_dup2(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1), to = (int)luaL_checkinteger(L, 2);
+  luaL_argcheck(L, to >= 0, 2, "fd must be >= 0");
+  while (dup2(fd, to) < 0) {
+    if (errno != EINTR) return lmp_error_raise_errno(L, -errno, "dup2");
+  }
+  return 0;
+}
+
 /* ---- fd guards: an fd closed when its guard is collected ---------------
  * Process keeps its sentinel (a plain fd number, for poll loops) in a
  * guard so that a Process dropped without close() leaks no pidfd, in Lua
@@ -239,6 +301,16 @@ static int l_die(lua_State *L) {
   return 0;
 }
 
+/* ignore_signal(sig): SIG_IGN for sig (the forkserver's SIGINT); a fork
+ * child gets the default action back (core/proc.c). */
+static int l_ignore_signal(lua_State *L) {
+  int sig = (int)luaL_checkinteger(L, 1);
+  luaL_argcheck(L, sig > 0 && sig < NSIG && sig != SIGKILL && sig != SIGSTOP, 1,
+                "not a signal that can be ignored");
+  signal(sig, SIG_IGN);
+  return 0;
+}
+
 /* self_exe() -> path of the running executable (the interpreter). */
 static int l_self_exe(lua_State *L) {
   char path[PATH_MAX];
@@ -253,15 +325,20 @@ int luaopen_lmp_c_proc(lua_State *L) {
     {"close", l_close},
     {"cpu_count", l_cpu_count},
     {"die", l_die},
+    {"dup2", l_dup2},
     {"exit", l_exit},
     {"fork", l_fork},
     {"getpid", l_getpid},
     {"getppid", l_getppid},
     {"guard", l_guard},
+    {"ignore_signal", l_ignore_signal},
     {"kill", l_kill},
+    {"move_fd", l_move_fd},
     {"poll", l_poll},
     {"random_bytes", l_random_bytes},
+    {"recv_fds", l_recv_fds},
     {"self_exe", l_self_exe},
+    {"send_fds", l_send_fds},
     {"signal", l_signal},
     {"spawn", l_spawn},
     {"trim", l_trim},

@@ -8,4 +8,6 @@ def per(method, n):
         p = ctx.Process(target=f); p.start(); p.join()
     return (time.perf_counter() - t0) / n
 if __name__ == "__main__":
-    print(f"fork={per('fork', 100)} spawn={per('spawn', 10)}")
+    per('forkserver', 1)   # starts the server: its start is not a child's
+    print(f"fork={per('fork', 100)} spawn={per('spawn', 10)} "
+          f"forkserver={per('forkserver', 100)}")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Process start+join (fork and spawn): lmp.Process against Python's
+# Process start+join (fork, spawn, forkserver): lmp.Process against Python's
 # multiprocessing.Process with the same start method, and a bare C
 # fork+exit+wait, in the same run.
 set -eu
@@ -25,4 +25,6 @@ local fork = per("fork", 100)
 R.line("Process start+join, fork", fork * 1e3, py.fork * 1e3, "ms", "lower", "goal <= 0.2x Python's time")
 print(string.format("  (bare C fork+exit+wait: %.3f ms)", tonumber(arg[2]) / 1000))
 R.line("Process start+join, spawn", per("spawn", 10) * 1e3, py.spawn * 1e3, "ms", "lower", "goal <= 0.2x Python's time")
+per("forkserver", 1)   -- starts the server (as Python's side does): not counted
+R.line("Process start+join, forkserver", per("forkserver", 100) * 1e3, py.forkserver * 1e3, "ms", "lower", "goal <= 0.2x Python's time")
 LUA

@@ -146,9 +146,9 @@ local function launch_process(index, child_fd, info, pool)
                  initargs = info.initargs, maxtasks = info.maxtasks}
   -- the pool's context, else the default start method (lmp.set_start_method)
   local method = pool._ctx and pool._ctx.start_method or P.get_start_method()
-  if method == "spawn" then
+  if method == "spawn" or method == "forkserver" then   -- child_fd by number
     p = P.Process{target = "lmp.pool:_worker_main", args = {child_fd, winfo},
-                  name = name, daemon = true, context = P.get_context("spawn"),
+                  name = name, daemon = true, context = P.get_context(method),
                   pass_fds = {child_fd}}
   else
     p = P.Process{target = M._worker_main, args = {child_fd, winfo},

@@ -113,7 +113,14 @@ end
 --- Reaps every child of ours that has ended (no zombies, no join needed).
 local function reap_all()
   for pid, p in pairs(children) do
-    local done, code = C.poll(pid)
+    local done, code
+    if p ~= true and rawget(p, "_fs") then   -- the forkserver's child
+      p:_poll()
+      done = rawget(p, "_exitcode") ~= nil
+      code = rawget(p, "_exitcode")
+    else
+      done, code = C.poll(pid)
+    end
     if done ~= false then             -- ended (true) or not ours any more (nil)
       children[pid] = nil
       if p == true then
@@ -254,7 +261,7 @@ local function check_opts(o)
     end
   end
   local m = o.context and o.context.start_method
-  if o.context ~= nil and m ~= "fork" and m ~= "spawn" then
+  if o.context ~= nil and m ~= "fork" and m ~= "spawn" and m ~= "forkserver" then
     error("bad argument #1 to 'Process' (context must come from get_context)", 3)
   end
 end
@@ -283,6 +290,15 @@ function Process:_poll()
   local pid = rawget(self, "pid")
   if not pid or rawget(self, "_exitcode") ~= nil then return end
   if rawget(self, "_parent_pid") ~= me.pid then return end
+  local h = rawget(self, "_fs")
+  if h then                   -- the forkserver's child: its report
+    local code = require("lmp.forkserver")._status(h)
+    if code ~= nil then
+      rawset(self, "_exitcode", code)
+      children[pid] = nil
+    end
+    return
+  end
   local done, code = C.poll(pid)
   if done ~= false then
     rawset(self, "_exitcode", code or 0)
@@ -375,12 +391,12 @@ local function spawn_process(self)
   return pid, pidfd
 end
 
---- In a spawned child: reads its identity and target from fd, runs it.
-function M._spawn_main(fd, mods)
+-- Spawn and forkserver children: reads the identity and the work from
+-- conn (mods: the parent's lmp modules, loaded before the work is
+-- unpickled), then runs the target and exits.
+local function child_main(conn, mods)
   local pickle = require "lmp.pickle"
-  local pipe = require "lmp.c.pipe"
   require "lmp.pipe"                  -- registers the Connection class
-  local conn = pipe.wrap(fd)
   local ok, t = pcall(function()
     local _, who = conn:recv_frame(60)
     who = pickle.loads(who)
@@ -405,15 +421,37 @@ function M._spawn_main(fd, mods)
   M._exit(run_target(t.target, t.args, me.name))
 end
 
+--- In a spawned child: reads its identity and target from fd, runs it.
+function M._spawn_main(fd, mods)
+  child_main(require("lmp.c.pipe").wrap(fd), mods)
+end
+
+--- In a child of the forkserver (lmp.forkserver): the same, from fd.
+function M._forkserver_main(fd, mods)
+  child_main(require("lmp.c.pipe").wrap(fd), mods)
+end
+
+-- The work goes to the forkserver's child as to a spawn child; the server
+-- loads the program's lmp modules before it forks.
+local function forkserver_process(self)
+  local pickle = require "lmp.pickle"
+  require "lmp.pipe"
+  local who, work, fds = spawn_payloads(self, pickle)
+  return require("lmp.forkserver")._start({who, work}, fds, loaded_modules())
+end
+
 function Process:start()
   if rawget(self, "pid") then error("cannot start a process twice", 2) end
   if self._creator ~= me.pid then
     error("can only start a process object created by the current process", 2)
   end
   reap_all()
-  local pid, pidfd
+  local pid, pidfd, fs
   if self._method == "spawn" then
     pid, pidfd = spawn_process(self)
+  elseif self._method == "forkserver" then
+    fs = forkserver_process(self)
+    pid, pidfd = fs.pid, fs.pidfd
   else
     pid, pidfd = M._fork{name = self.name, daemon = self.daemon, pidfd = true,
                          allow_threads = self._allow_threads}
@@ -432,7 +470,13 @@ function Process:start()
   rawset(self, "args", nil)
   rawset(self, "_parent_pid", me.pid)
   rawset(self, "pid", pid)
-  if pidfd then
+  rawset(self, "_pidfd", pidfd)       -- for signals (never a recycled pid)
+  if fs then                          -- sentinel: the server's report
+    rawset(self, "_fs", fs)
+    rawset(self, "sentinel", fs.sock)
+    rawset(self, "_guard", C.guard(fs.sock))
+    if pidfd then rawset(self, "_pidguard", C.guard(pidfd)) end
+  elseif pidfd then
     rawset(self, "sentinel", pidfd)
     rawset(self, "_guard", C.guard(pidfd))   -- closes it if self is dropped
   end
@@ -480,7 +524,7 @@ end
 
 local function signal(self, sig)
   if rawget(self, "pid") and self:is_alive() then
-    C.signal(rawget(self, "sentinel"), self.pid, sig)
+    C.signal(rawget(self, "_pidfd"), self.pid, sig)
   end
 end
 --- terminate(): SIGTERM; kill(): SIGKILL. No-ops once the process ended.
@@ -490,10 +534,13 @@ function Process:kill() signal(self, C.SIGKILL) end
 --- close(): releases the sentinel. Raises while the process runs.
 function Process:close()
   if self:is_alive() then error("cannot close a process while it is running", 2) end
-  local g = rawget(self, "_guard")
-  if g then g:close() end
+  for _, k in ipairs{"_guard", "_pidguard"} do
+    local g = rawget(self, k)
+    if g then g:close() end
+    rawset(self, k, nil)
+  end
   rawset(self, "sentinel", nil)
-  rawset(self, "_guard", nil)
+  rawset(self, "_pidfd", nil)
 end
 
 ---------------------------------------------------------------- helpers
@@ -521,8 +568,8 @@ end
 M.cpu_count = C.cpu_count
 
 local function check_method(m, fname)
-  if m ~= "fork" and m ~= "spawn" then
-    error("bad argument #1 to '" .. fname .. "' ('fork' or 'spawn' expected)", 3)
+  if m ~= "fork" and m ~= "spawn" and m ~= "forkserver" then
+    error("bad argument #1 to '" .. fname .. "' ('fork', 'spawn' or 'forkserver' expected)", 3)
   end
 end
 
@@ -536,6 +583,8 @@ function M.get_start_method() return start_method end
 --- set_executable(path): the interpreter spawn children run (default: the
 -- running one, /proc/self/exe). An embedding host must set it to an lmp
 -- runtime or a Lua interpreter that can require lmp.
+function M._executable() return executable or C.self_exe() end
+
 function M.set_executable(path)
   if path ~= nil and type(path) ~= "string" then
     error("bad argument #1 to 'set_executable' (string or nil expected)", 2)

@@ -687,7 +687,7 @@ describe("TestStartMethod", function()
       count = count + 1
     end
     assert.is_true(count >= 1)
-    assert.has_error(function() lmp.set_start_method("forkserver") end)
+    assert.has_error(function() lmp.set_start_method("vfork") end)
     assert.has_error(function() lmp.get_context("thread") end)
   end)
 
