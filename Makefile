@@ -68,7 +68,8 @@ ETESTS := $(patsubst spec/c/embed/%.c,$(BUILD)/ctest/%,$(ETEST_SRC))
 
 DEBIAN_PKGS := lua5.4 liblua5.4-dev lua5.1 liblua5.1-0-dev luajit \
   libluajit-5.1-dev lua-cjson lua-cjson-dev lua-busted redis-server \
-  libhiredis-dev libsodium-dev luarocks valgrind pkg-config gcc make
+  libhiredis-dev libsodium-dev luarocks valgrind pkg-config gcc make \
+  neovim love
 
 .PHONY: all deps run test test-asan test-c test-lua bench check-mem install \
         clean examples help rockspec-check rock rock-install
