@@ -57,10 +57,11 @@ local function addr_key(a)
   return k
 end
 
+-- A Unix socket path, or a numeric loopback address or "localhost" (a
+-- name that merely starts with "127." is not loopback).
 local function is_loopback(a)
   if type(a) == "string" then return true end
-  local h = a[1]
-  return h == "localhost" or h == "::1" or h:match("^127%.") ~= nil
+  return require("lmp.c.connection").is_loopback(a[1])
 end
 
 ---------------------------------------------------------------- client side

@@ -87,22 +87,13 @@ end
 
 ---------------------------------------------------------------- policy
 
-local function octets(h)
-  local a, b, c, d = h:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
-  if not a then return nil end
-  a, b, c, d = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
-  if a > 255 or b > 255 or c > 255 or d > 255 then return nil end
-  return a
-end
-
 --- is_local(parsed) -> true for a Unix socket or a loopback host
 -- (127.0.0.0/8, ::1, localhost): parsed is R.parse_url's table. A name
 -- that merely starts with "127." is not loopback.
 function M.is_local(u)
   if u.path and u.path ~= "" then return true end
   local h = (u.host or ""):lower():gsub("^%[(.*)%]$", "%1")
-  if h == "localhost" or h == "::1" or h == "0:0:0:0:0:0:0:1" then return true end
-  return octets(h) == 127
+  return require("lmp.c.connection").is_loopback(h)
 end
 
 local warned = {}
