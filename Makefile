@@ -53,7 +53,7 @@ WARN := -Wall -Wextra -Wshadow -Wmissing-prototypes -Werror
 CFLAGS += -std=c99 $(OPT) $(WARN) -fPIC -fvisibility=hidden $(SAN_FLAGS) $(EXTRA_CFLAGS)
 LMP_CPPFLAGS := -I$(LUA_INC) -Imodules -Icore $(LUA_DEFS) \
                 -DLMP_LUADIR='"$(LUADIR)"'
-LIBS := $(SAN_FLAGS) $(SAN_OBJ) -lhiredis -lsodium -lpthread -lm -lrt $(EXTRA_LIBS)
+LIBS := $(SAN_FLAGS) $(SAN_OBJ) -lhiredis -lsodium -lssl -lcrypto -lpthread -lm -lrt $(EXTRA_LIBS)
 
 CORE_SRC := $(wildcard core/*.c)
 MOD_SRC := $(filter-out modules/lmp_main.c,$(wildcard modules/*.c))
@@ -69,7 +69,7 @@ ETESTS := $(patsubst spec/c/embed/%.c,$(BUILD)/ctest/%,$(ETEST_SRC))
 DEBIAN_PKGS := lua5.4 liblua5.4-dev lua5.1 liblua5.1-0-dev luajit \
   libluajit-5.1-dev lua-cjson lua-cjson-dev lua-busted redis-server \
   libhiredis-dev libsodium-dev luarocks valgrind pkg-config gcc make \
-  neovim love
+  neovim love libssl-dev prometheus openssl
 
 .PHONY: all deps run test test-asan test-c test-lua bench check-mem install \
         clean examples help rockspec-check rock rock-install
