@@ -5,8 +5,8 @@
 --
 -- Python's SENTINEL (b'') ends the echo child. Python's TIMEOUT1 is 0.1 s;
 -- timeouts here are 0.2 s, checked with generous bounds (>= 0.15 s, < 5 s).
--- lmp has no Listener/Client: where Python uses them, the spec uses
--- lmp.bind_socket / lmp.socket.connect (and Connection over their fds).
+-- Where Python uses Listener/Client, so does the spec (lmp.connection);
+-- _TestListener and _TestListenerClient are in spec/12-connection_spec.lua.
 local lmp = require "lmp"
 local H = require "helper"
 
@@ -705,34 +705,34 @@ p:join(10)
     local t = run([==[
 local conn, child_conn = lmp.Pipe()
 local p = lmp.get_context("spawn").Process{daemon = true, args = {child_conn}, target = function(c)
-  local l = lmp.bind_socket{host = "127.0.0.1", port = 0}
-  c:send(l.port)
+  local l = lmp.connection.Listener()
+  c:send(l.address)
   local a = l:accept(30)
-  a:write("welcome\n", 10)
+  a:send("welcome")
   a:close()
   l:close()
 end}
 p:start()
 child_conn:close()
-local port = conn:recv(10)
+local address = conn:recv(10)
 out("catches", catches_usr1(p.pid))
 storm(p.pid)                         -- the child waits in accept
-local client = require("lmp.socket").connect("127.0.0.1", port, 10)
-out("child_accept", client:read("l", 10))
+local client = lmp.connection.Client(address, {timeout = 10})
+out("child_accept", client:recv(10))
 client:close()
 out("child_code", p:join(10) and p.exitcode)
 
 local me = lmp.current_process().pid
-local l = lmp.bind_socket{host = "127.0.0.1", port = 0}
-local q = lmp.Process{daemon = true, args = {l.port, me}, target = function(port2, pid)
+local l = lmp.connection.Listener()
+local q = lmp.Process{daemon = true, args = {l.address, me}, target = function(address2, pid)
   storm(pid)
-  local c = require("lmp.socket").connect("127.0.0.1", port2, 10)
-  c:write("welcome\n", 10)
+  local c = lmp.connection.Client(address2, {timeout = 10})
+  c:send("welcome")
   c:close()
 end}
 q:start()
 local s = l:accept(10)
-out("main_accept", s:read("l", 10))
+out("main_accept", s:recv(10))
 s:close()
 l:close()
 out("main_code", q:join(10) and q.exitcode)
