@@ -127,6 +127,22 @@ pool:close(); print("joined", pool:join(5))
     assert.is_false(r2:successful())
   end)
 
+  it("a callback may terminate its own pool: poll returns, later jobs fail with closed", function()
+    local p = lmp.Pool{processes = 1}
+    local stopped
+    local first = p:apply_async(function() return 1 end, {}, {callback = function()
+      p:terminate()
+      stopped = true
+    end})
+    local later = p:apply_async(function() lmp.sleep(30) return 2 end)
+    assert.is_truthy(H.wait_until(function() p:poll(0.05) return stopped end, 10))
+    assert.equal(0, p:poll(0))                    -- a terminated pool polls to nothing
+    assert.equal(1, first:get(1))
+    local ok, e = pcall(later.get, later, 1)
+    assert.is_false(ok)
+    assert.is_true(lmp.is_error(e, "closed"), tostring(e))
+  end)
+
   it("get(timeout) raises timeout and leaves the pool usable", function()
     local r = pool:apply_async(function() lmp.sleep(0.5) return 1 end)
     local ok, e = pcall(r.get, r, 0.05)

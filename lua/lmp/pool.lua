@@ -388,7 +388,7 @@ end
 
 function Pool:_events()
   local c = self.core
-  while true do
+  while self._state ~= "done" do   -- a callback may have terminated the pool
     local kind, slot, jobid, k, first, n, ok, payload = c:event()
     if not kind then return end
     if kind == "done" then
