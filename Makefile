@@ -26,8 +26,10 @@ else
   LUA_DEFS :=
 endif
 
+# Both on the default package.path / package.cpath of Debian's lua5.1,
+# lua5.4 and luajit when PREFIX is /usr/local (the default).
 LUADIR := $(PREFIX)/share/lua/$(LUA_ABI)
-CMODDIR := $(PREFIX)/lib/x86_64-linux-gnu/lua/$(LUA_ABI)
+CMODDIR := $(PREFIX)/lib/lua/$(LUA_ABI)
 
 # SANITIZE=1: the same build with AddressSanitizer and UndefinedBehavior-
 # Sanitizer, in its own tree (build/asan/$(LUA)). UBSan findings abort
