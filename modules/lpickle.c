@@ -104,7 +104,18 @@ int lmp_pickle_utf8ok(const unsigned char *s, size_t n) {
   size_t i = 0;
   while (i < n) {
     unsigned c = s[i];
-    if (c < 0x80) { i++; continue; }
+    if (c < 0x80) {
+      /* ASCII runs 8 bytes at a time: most text is ASCII, and a byte
+       * loop made this check cost as much as cjson's writing of 1 MiB */
+      uint64_t w;
+      i++;
+      while (i + 8 <= n) {
+        memcpy(&w, s + i, 8);
+        if (w & UINT64_C(0x8080808080808080)) break;
+        i += 8;
+      }
+      continue;
+    }
     if (c >= 0xC2 && c <= 0xDF) {
       if (i + 1 >= n || (s[i + 1] & 0xC0) != 0x80) return 0;
       i += 2;

@@ -55,6 +55,25 @@ describe("lmp.pickle", function()
         assert.is_nil(rt(nil, fmt))
       end)
 
+      it("tells valid UTF-8 from bytes at every offset of long ASCII runs", function()
+        -- the UTF-8 check reads ASCII 8 bytes at a time: a bad or multi-byte
+        -- sequence at any alignment, and at the very end, must still be seen
+        local cjson = require "cjson"
+        for k = 0, 19 do
+          local a = string.rep("a", k)
+          for _, tail in ipairs({"\255", "\195\169", "\195", "\237\160\128", "\240\159\152\128"}) do
+            for _, after in ipairs({"", string.rep("b", 9)}) do
+              local v = a .. tail .. after
+              assert.equal(v, rt(v, fmt), ("offset %d, tail %q"):format(k, tail))
+            end
+          end
+          if fmt == "json" then    -- valid text stays plain JSON; bytes do not
+            assert.equal(a .. "\195\169", cjson.decode(pickle.dumps({a .. "\195\169"}))[1])
+            assert.are_not.equal(a .. "\255", cjson.decode(pickle.dumps({a .. "\255"}))[1])
+          end
+        end
+      end)
+
       it("keeps integers integers and floats floats (5.3+)", function()
         if not has_int then return end
         assert.equal("integer", math.type(rt(1, fmt)))
