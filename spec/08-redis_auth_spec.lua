@@ -204,6 +204,21 @@ describe("signed Redis tasks", function()
     assert.is_true(lmp.is_error(e, "auth"))
   end)
 
+  it("7. LMP_AUTHKEY_FILE gives a worker its keys (FILE:FILE, the first signs)", function()
+    local kf, of = key_file(KEY), key_file(OLD)
+    files[#files + 1] = kf
+    files[#files + 1] = of
+    local log = os.tmpname()
+    local pid = tonumber(H.sh(string.format(
+      "(LMP_AUTHKEY_FILE=%s exec %s worker --redis %s --queue s7 --concurrency 1 >%s 2>&1 </dev/null) & echo $!",
+      H.shell_quote(kf .. ":" .. of), H.shell_quote(H.lmp_bin), srv.url, log)).out)
+    workers[#workers + 1] = {pid = pid, log = log}
+    assert.equal(7, pool{queue = "s7", authkey = OLD}:apply(function() return 7 end))
+    assert.equal(8, pool{queue = "s7", authkey = KEY}:apply(function() return 8 end))
+    local e = err_of(pool{queue = "s7", insecure = true}.apply, pools[#pools], function() end)
+    assert.is_true(lmp.is_error(e, "auth"))
+  end)
+
   describe("6. keys and the policy", function()
     local function parsed(url) return RA.is_local(R.parse_url(url)) end
 
