@@ -103,19 +103,18 @@ static int pset_has(const pset *s, const void *p) {
 int lmp_pickle_utf8ok(const unsigned char *s, size_t n) {
   size_t i = 0;
   while (i < n) {
-    unsigned c = s[i];
-    if (c < 0x80) {
-      /* ASCII runs 8 bytes at a time: most text is ASCII, and a byte
-       * loop made this check cost as much as cjson's writing of 1 MiB */
-      uint64_t w;
-      i++;
-      while (i + 8 <= n) {
-        memcpy(&w, s + i, 8);
-        if (w & UINT64_C(0x8080808080808080)) break;
-        i += 8;
-      }
-      continue;
+    unsigned c;
+    /* ASCII 8 bytes at a time, then byte by byte: most text is ASCII, and
+     * a byte loop made this check cost as much as cjson's writing of 1 MiB */
+    uint64_t w;
+    while (i + 8 <= n) {
+      memcpy(&w, s + i, 8);
+      if (w & UINT64_C(0x8080808080808080)) break;
+      i += 8;
     }
+    while (i < n && s[i] < 0x80) i++;
+    if (i == n) break;
+    c = s[i];
     if (c >= 0xC2 && c <= 0xDF) {
       if (i + 1 >= n || (s[i + 1] & 0xC0) != 0x80) return 0;
       i += 2;
@@ -202,6 +201,7 @@ typedef struct {
 enum { W_NO, W_PLAIN, W_COPY };
 
 static int walk_value(plainctx *c, int idx, int depth);
+static int walk_seq(plainctx *c, int idx, int depth, size_t n);
 
 /* Pushes a shallow copy of the table at idx. */
 static void shallow_copy(lua_State *L, int idx, size_t narr) {
@@ -212,6 +212,36 @@ static void shallow_copy(lua_State *L, int idx, size_t narr) {
     lua_insert(L, -2);
     lua_rawset(L, -4);
   }
+}
+
+/* The part of walk_table for a table with a border n > 0: it can only
+ * be plain as the sequence 1..n. Reads 1..n by index (no key checks),
+ * then asks lua_next for a key after n: there must be none. */
+static int walk_seq(plainctx *c, int idx, int depth, size_t n) {
+  lua_State *L = c->L;
+  int top = lua_gettop(L), r;
+  size_t i;
+  lua_pushnil(L);                 /* top + 1: the copy, once needed */
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, idx, (lua_Integer)i);          /* top + 2: the value */
+    r = walk_value(c, top + 2, depth + 1);
+    if (r == W_NO) { lua_settop(L, top); return W_NO; }
+    if (r == W_COPY) {            /* the replacement is at top + 3 */
+      if (lua_isnil(L, top + 1)) {
+        shallow_copy(L, idx, n);
+        lua_replace(L, top + 1);
+      }
+      lua_rawseti(L, top + 1, (lua_Integer)i);
+    }
+    lua_settop(L, top + 1);
+  }
+  lua_pushinteger(L, (lua_Integer)n);
+  if (lua_next(L, idx)) { lua_settop(L, top); return W_NO; }   /* more keys */
+  if (lua_isnil(L, top + 1)) {
+    lua_settop(L, top);
+    return W_PLAIN;
+  }
+  return W_COPY;
 }
 
 /* A plain table: no metatable, never seen before (no shared reference,
@@ -233,6 +263,7 @@ static int walk_table(plainctx *c, int idx, int depth) {
   luaL_checkstack(L, 8, "pickle");
   n = lua_rawlen(L, idx);
   top = lua_gettop(L);
+  if (n > 0) return walk_seq(c, idx, depth, n);
   lua_pushnil(L);                 /* top + 1: the copy, once needed */
   lua_pushnil(L);                 /* top + 2: the key */
   while (lua_next(L, idx)) {      /* top + 3: the value */
