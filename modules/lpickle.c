@@ -215,8 +215,11 @@ static void shallow_copy(lua_State *L, int idx, size_t narr) {
 }
 
 /* The part of walk_table for a table with a border n > 0: it can only
- * be plain as the sequence 1..n. Reads 1..n by index (no key checks),
- * then asks lua_next for a key after n: there must be none. */
+ * be plain as the sequence 1..n. Reads 1..n by index (no key checks; a
+ * hole is a nil value, never plain), then counts the keys: there must be
+ * exactly n. (Asking lua_next for a key after n is not enough: when 1..n
+ * live in the hash part, as in a table built with lua_createtable(L, 0,
+ * k), other keys can come before n in the traversal.) */
 static int walk_seq(plainctx *c, int idx, int depth, size_t n) {
   lua_State *L = c->L;
   int top = lua_gettop(L), r;
@@ -235,8 +238,11 @@ static int walk_seq(plainctx *c, int idx, int depth, size_t n) {
     }
     lua_settop(L, top + 1);
   }
-  lua_pushinteger(L, (lua_Integer)n);
-  if (lua_next(L, idx)) { lua_settop(L, top); return W_NO; }   /* more keys */
+  lua_pushnil(L);
+  for (i = 0; lua_next(L, idx); i++) {
+    lua_pop(L, 1);
+    if (i == n) { lua_settop(L, top); return W_NO; }   /* more keys */
+  }
   if (lua_isnil(L, top + 1)) {
     lua_settop(L, top);
     return W_PLAIN;

@@ -242,6 +242,28 @@ describe("lmp.pickle", function()
         end
       end)
 
+      it("keeps integer keys integers when 1..n live in the hash part beside other keys", function()
+        -- a decoded {1, 2.25, nil, n = 3} is built with its keys in the hash
+        -- part, where n and "n" can come first in lua_next's order; sent on
+        -- again, it must not turn into a JSON object with keys "1" and "2"
+        -- (the CI failure of spec/conformance/connection_spec's echo)
+        local shapes = {{1, 2.25, nil, n = 3}, {"a", x = 1}, {1, 2, 3, 4, 5, a = 1, b = 2, c = 3}}
+        for _, v in ipairs(shapes) do
+          local w = rt(rt(v, fmt), fmt)
+          assert.is_true(H.deep_equal(v, w))
+          for k in pairs(w) do
+            if type(k) == "string" then assert.is_nil(tonumber(k), "key " .. k .. " became a string") end
+          end
+        end
+        for size = 1, 8 do                     -- many hash orders: key n last, first, between
+          for j = 1, 50 do
+            local t = {["s" .. j] = j}
+            for i = size, 1, -1 do t[i] = i * 0.5 end
+            assert.is_true(H.deep_equal(t, rt(rt(t, fmt), fmt)), "size " .. size .. ", key s" .. j)
+          end
+        end
+      end)
+
       it("writes a slice of a list as one list (a pool's chunk), shared tables kept", function()
         local shared = {k = 1}
         local list = {10, "b", shared, nil, shared, 60, 70}
