@@ -23,6 +23,7 @@ test_dependencies = {
 external_dependencies = {
   HIREDIS = { header = "hiredis/hiredis.h" },
   SODIUM = { header = "sodium.h" },
+  OPENSSL = { header = "openssl/ssl.h" },   -- TLS (rediss://): links -lssl -lcrypto
 }
 build = {
   type = "make",

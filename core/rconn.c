@@ -13,10 +13,13 @@
 #include "intr.h"
 #include "net.h"
 #include "rconn.h"
+#include "tls.h"
 
 struct lmp_rconn {
   lmp_rconn_url url;
   int fd;
+  lmp_tls_ctx *tlsx;     /* rediss://: settings, loaded once */
+  lmp_tls *tls;          /* rediss://: the session while connected */
   redisReader *reader;
   char *out;             /* buffered commands not yet written */
   size_t outlen, outcap, outpos;
@@ -118,13 +121,11 @@ int lmp_rconn_parse_url(const char *url, lmp_rconn_url *u, char *err,
   if (!url) return seterr(err, errlen, -EINVAL, "%s", "no Redis URL");
   if (strncmp(url, "unix://", 7) == 0)
     return parse_unix(url + 7, u, err, errlen, url);
-  if (strncmp(url, "rediss://", 9) == 0)
-    return seterr(err, errlen, -EINVAL, "bad Redis URL '%s': TLS (rediss://)"
-                  " is not supported", url);
-  if (strncmp(url, "redis://", 8) != 0)
+  if (strncmp(url, "rediss://", 9) == 0) u->tls = 1;
+  else if (strncmp(url, "redis://", 8) != 0)
     return seterr(err, errlen, -EINVAL, "bad Redis URL '%s': expected "
-                  "redis://[:password@]host[:port][/db]", url);
-  p = url + 8;
+                  "redis[s]://[:password@]host[:port][/db]", url);
+  p = url + (u->tls ? 9 : 8);
   end = p + strlen(p);
   at = strrchr(p, '@');
   if (at) {
@@ -166,6 +167,8 @@ lmp_rconn *lmp_rconn_new(const lmp_rconn_url *u) {
 
 void lmp_rconn_disconnect(lmp_rconn *c) {
   if (!c) return;
+  lmp_tls_free(c->tls);          /* sends nothing: safe in a fork child */
+  c->tls = NULL;
   lmp_fd_close(c->fd);
   c->fd = -1;
   if (c->reader) redisReaderFree(c->reader);
@@ -177,8 +180,22 @@ void lmp_rconn_disconnect(lmp_rconn *c) {
 void lmp_rconn_free(lmp_rconn *c) {
   if (!c) return;
   lmp_rconn_disconnect(c);
+  lmp_tls_ctx_free(c->tlsx);
   free(c->out);
   free(c);
+}
+
+int lmp_rconn_set_tls(lmp_rconn *c, const lmp_tls_opts *o, char *err,
+                      size_t errlen) {
+  lmp_tls_ctx *x = NULL;
+  int rc;
+  if (!c->url.tls)
+    return seterr(err, errlen, -EINVAL, "TLS options given for Redis at %s,"
+                  " whose URL is redis://: use rediss:// for TLS", c->name);
+  if ((rc = lmp_tls_ctx_new(o, &x, err, errlen)) < 0) return rc;
+  lmp_tls_ctx_free(c->tlsx);
+  c->tlsx = x;
+  return 0;
 }
 
 int lmp_rconn_connected(const lmp_rconn *c) { return c->fd >= 0; }
@@ -186,6 +203,44 @@ int lmp_rconn_fd(const lmp_rconn *c) { return c->fd; }
 int lmp_rconn_owed(const lmp_rconn *c) { return c->owed; }
 const char *lmp_rconn_errstr(const lmp_rconn *c) { return c->errstr; }
 const char *lmp_rconn_name(const lmp_rconn *c) { return c->name; }
+
+/* ---- I/O: plain or TLS ------------------------------------------------ */
+
+/* A TLS failure's message, naming the server. */
+static ssize_t tls_failed(lmp_rconn *c, ssize_t r, const char *msg) {
+  if (r == -EACCES || r == -EPROTO)
+    snprintf(c->errstr, sizeof c->errstr, "Redis at %s: %s", c->name, msg);
+  return r;
+}
+
+/* One write: bytes, -EAGAIN (poll for *want), -EPIPE or -errno. */
+static ssize_t io_write(lmp_rconn *c, const char *p, size_t n, short *want) {
+  char msg[512];
+  *want = POLLOUT;
+  if (!c->tls) return lmp_fd_write_some(c->fd, p, n);
+  return tls_failed(c, lmp_tls_write(c->tls, p, n, want, msg, sizeof msg),
+                    msg);
+}
+
+/* One read: bytes, 0 at EOF, -EAGAIN (poll for *want) or -errno. */
+static ssize_t io_read(lmp_rconn *c, char *p, size_t n, short *want) {
+  char msg[512];
+  *want = POLLIN;
+  if (!c->tls) return lmp_fd_read_some(c->fd, p, n);
+  return tls_failed(c, lmp_tls_read(c->tls, p, n, want, msg, sizeof msg),
+                    msg);
+}
+
+/* Moves what OpenSSL has decrypted but not handed over into the reader,
+ * so that nothing readable hides from a poll on the fd. */
+static void drain_tls(lmp_rconn *c, char *buf, size_t cap) {
+  short want;
+  while (c->tls && lmp_tls_pending(c->tls) > 0) {
+    ssize_t r = io_read(c, buf, cap, &want);
+    if (r <= 0 || redisReaderFeed(c->reader, buf, (size_t)r) != REDIS_OK)
+      return;
+  }
+}
 
 /* ---- commands -------------------------------------------------------- */
 
@@ -229,10 +284,10 @@ int lmp_rconn_append(lmp_rconn *c, int argc, const char **argv,
 int lmp_rconn_flush(lmp_rconn *c, double deadline) {
   if (c->fd < 0) return -ENOTCONN;
   while (c->outpos < c->outlen) {
-    ssize_t r = lmp_fd_write_some(c->fd, c->out + c->outpos,
-                                  c->outlen - c->outpos);
+    short want;
+    ssize_t r = io_write(c, c->out + c->outpos, c->outlen - c->outpos, &want);
     if (r == -EAGAIN) {
-      int w = lmp_fd_wait(c->fd, POLLOUT, deadline);
+      int w = lmp_fd_wait(c->fd, want, deadline);
       if (w == 0) return fail(c, -ETIMEDOUT, "send");
       if (w < 0) return fail(c, w, "send");
       continue;
@@ -265,10 +320,12 @@ int lmp_rconn_read(lmp_rconn *c, redisReply **out, double deadline) {
   if ((rc = lmp_rconn_flush(c, deadline)) < 0) return rc;
   for (;;) {
     ssize_t r;
-    if ((rc = take_reply(c, out)) != 0) return rc < 0 ? rc : 0;
-    r = lmp_fd_read_some(c->fd, buf, sizeof buf);
+    short want;
+    if ((rc = take_reply(c, out)) > 0) drain_tls(c, buf, sizeof buf);
+    if (rc != 0) return rc < 0 ? rc : 0;
+    r = io_read(c, buf, sizeof buf, &want);
     if (r == -EAGAIN) {
-      int w = deadline == 0 ? 0 : lmp_fd_wait(c->fd, POLLIN, deadline);
+      int w = deadline == 0 ? 0 : lmp_fd_wait(c->fd, want, deadline);
       if (w == 0) {
         snprintf(c->errstr, sizeof c->errstr, "no answer from Redis at %s "
                  "in time", c->name);
@@ -308,6 +365,26 @@ static int handshake_cmd(lmp_rconn *c, int argc, const char **argv,
   return 0;
 }
 
+/* The TLS handshake on the connected socket (a new one at each connect). */
+static int start_tls(lmp_rconn *c, double deadline) {
+  char msg[600] = "";
+  int rc = 0;
+  if (!c->tlsx) {                      /* rediss:// without options */
+    lmp_tls_opts o;
+    memset(&o, 0, sizeof o);
+    o.verify = 1;
+    rc = lmp_tls_ctx_new(&o, &c->tlsx, msg, sizeof msg);
+  }
+  if (rc == 0)
+    rc = lmp_tls_connect(c->tlsx, c->fd, c->url.host, deadline, &c->tls, msg,
+                         sizeof msg);
+  if (rc == 0) return 0;
+  snprintf(c->errstr, sizeof c->errstr, "cannot connect to Redis at %s over "
+           "TLS: %s", c->name, msg[0] ? msg : strerror(-rc));
+  lmp_rconn_disconnect(c);
+  return rc == -ECONNRESET ? -EPIPE : rc;
+}
+
 int lmp_rconn_connect(lmp_rconn *c, double deadline, char *err,
                       size_t errlen) {
   char dbtext[16];
@@ -326,6 +403,7 @@ int lmp_rconn_connect(lmp_rconn *c, double deadline, char *err,
     goto done;
   }
   c->fd = fd;
+  if (c->url.tls && (rc = start_tls(c, deadline)) < 0) goto done;
   c->reader = redisReaderCreate();
   if (!c->reader) { rc = fail(c, -ENOMEM, "connect"); goto done; }
   c->reader->maxbuf = 0;      /* keep the buffer allocated: fewer reallocs */

@@ -5,11 +5,13 @@
  * write commands, redisReader to parse replies); the socket is lmp's own
  * (core/net.h: close-on-exec from birth, non-blocking, TCP_NODELAY), so
  * every wait has a deadline and sees interruptions (intr.h) like the rest
- * of core/. No Lua here.
+ * of core/. rediss:// URLs run TLS (core/tls.h) over the same socket,
+ * polled with the same deadlines. No Lua here.
  *
  * Functions return 0 (or a count) or -errno:
  *   -EINVAL bad URL, -ECONNREFUSED / -EHOSTUNREACH / other connect errors,
- *   -ETIMEDOUT deadline passed, -EACCES authentication refused,
+ *   -ETIMEDOUT deadline passed, -EACCES authentication refused (or a TLS
+ *   certificate refused, either way),
  *   -EPIPE the server closed the connection, -EPROTO protocol error,
  *   -ENOTCONN not connected, -EINTR interrupted (intr.h), -ENOMEM.
  * Where err is given it receives a message that names the server. After
@@ -21,6 +23,8 @@
 #include <stddef.h>
 #include <hiredis/hiredis.h>
 
+#include "tls.h"
+
 typedef struct lmp_rconn_url {
   char host[256];        /* TCP host, or "" for a Unix socket */
   char path[256];        /* Unix socket path (unix:// URLs) */
@@ -28,10 +32,12 @@ typedef struct lmp_rconn_url {
   char password[256];    /* "" = no AUTH */
   int port;              /* default 6379 */
   int db;                /* default 0 */
+  int tls;               /* 1 for rediss:// */
 } lmp_rconn_url;
 
-/* Parses redis://[[user]:password@]host[:port][/db] (host may be [v6]) or
- * unix:///path/to/sock[?db=n]; user and password may be %-encoded.
+/* Parses redis://[[user]:password@]host[:port][/db] (host may be [v6]),
+ * the same with rediss:// (TLS), or unix:///path/to/sock[?db=n]; user and
+ * password may be %-encoded.
  * 0 or -EINVAL with a message in err. */
 int lmp_rconn_parse_url(const char *url, lmp_rconn_url *u, char *err,
                         size_t errlen);
@@ -42,6 +48,13 @@ typedef struct lmp_rconn lmp_rconn;
 lmp_rconn *lmp_rconn_new(const lmp_rconn_url *u);
 /* Closes and frees c (NULL is fine). */
 void lmp_rconn_free(lmp_rconn *c);
+
+/* TLS settings for a rediss:// connection (without them: verification
+ * against the system CA store and the URL's host). Files are loaded now,
+ * once; reconnects reuse them. 0, -EINVAL (a redis:// URL, or a file that
+ * cannot be used: message in err) or -ENOMEM. */
+int lmp_rconn_set_tls(lmp_rconn *c, const lmp_tls_opts *o, char *err,
+                      size_t errlen);
 
 /* Connects, authenticates, selects the db and pings, all before deadline. */
 int lmp_rconn_connect(lmp_rconn *c, double deadline, char *err, size_t errlen);
@@ -57,7 +70,10 @@ void lmp_rconn_disconnect(lmp_rconn *c);
 
 /* 1 if connected. */
 int lmp_rconn_connected(const lmp_rconn *c);
-/* The socket (for poll), or -1. */
+/* The socket (for poll), or -1. Over TLS, lmp_rconn_read leaves no
+ * decrypted bytes inside OpenSSL, so poll on it is as good as on plain
+ * TCP (a reply already read may still wait in the reply parser: read with
+ * a deadline of 0 before waiting when replies are pipelined). */
 int lmp_rconn_fd(const lmp_rconn *c);
 /* Replies owed by the server for commands sent or buffered. */
 int lmp_rconn_owed(const lmp_rconn *c);

@@ -19,7 +19,7 @@
  * (see lmp_core.c). Add a new binding's name here. */
 #define LMP_OPENERS(X) \
   X(auth) X(connection) X(embed) X(log) X(manager) X(pickle) X(pipe) X(pool) X(proc) \
-  X(queue) X(redis) X(shm) X(socket) X(sync) X(sys) X(thread)
+  X(queue) X(redis) X(redis_cluster) X(shm) X(socket) X(sync) X(sys) X(thread)
 #define LMP_OPENER_DECL(name) int luaopen_lmp_c_##name(lua_State *L);
 LMP_OPENERS(LMP_OPENER_DECL)
 

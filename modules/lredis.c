@@ -1,7 +1,8 @@
 /* lredis.c -- "lmp.c.redis": Redis connections for lua/lmp/redis.lua.
  *
- *   R.parse_url(url) -> {host=, port=, path=, user=, db=, password=}
- *   R.connect(url [, {timeout = s, connect_timeout = s}]) -> conn
+ *   R.parse_url(url) -> {host=, port=, path=, user=, db=, password=, tls=}
+ *   R.connect(url [, {timeout = s, connect_timeout = s, tls = {...}}]) -> conn
+ *   R.check_tls(url, tls) -> nil | message: what connect would refuse
  *   conn:call(cmd, ...)            one command, default timeout
  *   conn:callt(timeout, cmd, ...)  one command, its own timeout
  *   conn:pipeline(cmds [, timeout]) list of {cmd, ...} -> list of replies
@@ -16,7 +17,8 @@
  * the server's text (pipeline puts that object in place instead).
  * Connection failures raise "timeout", "auth", "broken" (the server went
  * away or is not connected) or "os" (e.g. connection refused), with the
- * server's address in the message. A conn records the pid that opened it;
+ * server's address in the message; a TLS certificate refused (by us or by
+ * the server) raises "auth" naming the check. A conn records the pid that opened it;
  * any use from another process (a fork child) raises "closed". */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -297,7 +299,93 @@ static int l_parse_url(lua_State *L) {
   lua_pushstring(L, url.user); lua_setfield(L, -2, "user");
   lua_pushstring(L, url.password); lua_setfield(L, -2, "password");
   lua_pushinteger(L, url.db); lua_setfield(L, -2, "db");
+  lua_pushboolean(L, url.tls); lua_setfield(L, -2, "tls");
   return 1;
+}
+
+/* ---- TLS options ----------------------------------------------------- */
+
+static const char *const TLS_KEYS[] = {"ca_file", "cert_file", "key_file",
+                                       "server_name", "verify", NULL};
+
+/* Reads the tls table at idx into o (its strings are left on the stack,
+ * so they live as long as the caller keeps them there). NULL, or a message
+ * saying what is wrong. */
+static const char *tls_opts(lua_State *L, int idx, lmp_tls_opts *o) {
+  const char **slot[4];
+  int i;
+  memset(o, 0, sizeof *o);
+  o->verify = 1;
+  if (!lua_istable(L, idx)) return "tls must be a table";
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int known = 0;
+    lua_pop(L, 1);
+    for (i = 0; TLS_KEYS[i]; i++)
+      if (lua_type(L, -1) == LUA_TSTRING && !strcmp(lua_tostring(L, -1), TLS_KEYS[i]))
+        known = 1;
+    if (!known) {
+      const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
+      return lua_pushfstring(L, "unknown tls option '%s' (ca_file, cert_file, "
+                             "key_file, server_name, verify)", k);
+    }
+  }
+  slot[0] = &o->ca_file; slot[1] = &o->cert_file; slot[2] = &o->key_file;
+  slot[3] = &o->server_name;
+  for (i = 0; i < 4; i++) {
+    lua_getfield(L, idx, TLS_KEYS[i]);
+    if (lua_isnil(L, -1)) continue;
+    if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0 ||
+        strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1) ||
+        lua_rawlen(L, -1) > (i == 3 ? 255u : 4095u))   /* a name, or a path */
+      return lua_pushfstring(L, "tls.%s must be a non-empty string (at most "
+                             "%d bytes, no NUL)", TLS_KEYS[i], i == 3 ? 255 : 4095);
+    *slot[i] = lua_tostring(L, -1);
+  }
+  lua_getfield(L, idx, "verify");
+  if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+    return "tls.verify must be a boolean";
+  if (lua_isboolean(L, -1)) o->verify = lua_toboolean(L, -1);
+  if (o->key_file && !o->cert_file) return "tls.key_file needs tls.cert_file";
+  return NULL;
+}
+
+/* check_tls(url, tls) -> nil, or what connect would refuse (a bad URL is
+ * left to connect). */
+static int l_check_tls(lua_State *L) {
+  lmp_rconn_url url;
+  lmp_tls_opts o;
+  const char *msg;
+  if (lua_isnoneornil(L, 2)) return 0;
+  msg = tls_opts(L, 2, &o);
+  if (!msg && lmp_rconn_parse_url(luaL_checkstring(L, 1), &url, NULL, 0) == 0
+      && !url.tls)
+    msg = "tls options need a rediss:// URL (this one is redis://)";
+  if (!msg) return 0;
+  lua_pushstring(L, msg);
+  return 1;
+}
+
+/* Sets up TLS for u from opts.tls (opts at idx); raises for bad options,
+ * for options on a redis:// URL, and for files that cannot be used. */
+static void setup_tls(lua_State *L, int idx, rconn_ud *u) {
+  lmp_tls_opts o;
+  const char *msg;
+  char err[600];
+  int top = lua_gettop(L), rc;
+  if (!lua_istable(L, idx)) return;
+  lua_getfield(L, idx, "tls");
+  if (lua_isnil(L, -1)) { lua_settop(L, top); return; }
+  if ((msg = tls_opts(L, top + 1, &o)) != NULL) luaL_argerror(L, idx, msg);
+  rc = lmp_rconn_set_tls(u->c, &o, err, sizeof err);
+  if (rc == -EINVAL && strstr(err, "rediss://")) luaL_argerror(L, idx, err);
+  if (rc < 0) {
+    lmp_error_push(L, "os", "%s", rc == -ENOMEM ? "out of memory" : err);
+    lua_pushinteger(L, -rc);
+    lua_setfield(L, -2, "errno");
+    lua_error(L);
+  }
+  lua_settop(L, top);
 }
 
 static double opt_field(lua_State *L, int idx, const char *k, double dflt) {
@@ -314,7 +402,8 @@ static double opt_field(lua_State *L, int idx, const char *k, double dflt) {
   return v;
 }
 
-/* connect(url [, {timeout =, connect_timeout =, lazy = true}]) -> conn. */
+/* connect(url [, {timeout =, connect_timeout =, lazy = true, tls = {ca_file
+ * =, cert_file =, key_file =, server_name =, verify = true}}]) -> conn. */
 static int l_connect(lua_State *L) {
   lmp_rconn_url url;
   rconn_ud *u;
@@ -335,6 +424,7 @@ static int l_connect(lua_State *L) {
   luaL_setmetatable(L, RCONN_MT);
   u->c = lmp_rconn_new(&url);
   if (!u->c) return luaL_error(L, "out of memory");
+  setup_tls(L, 2, u);
   if (!lazy && (rc = lmp_rconn_connect(u->c, lmp_deadline(ct), NULL, 0)) < 0)
     raise_rc(L, u, rc);
   return 1;
@@ -412,6 +502,7 @@ int luaopen_lmp_c_redis(lua_State *L) {
     {NULL, NULL}
   };
   static const luaL_Reg funcs[] = {
+    {"check_tls", l_check_tls},
     {"connect", l_connect},
     {"parse_url", l_parse_url},
     {"random_hex", l_random_hex},

@@ -2,20 +2,10 @@
 -- each test against a redis-server of its own (spec/helpers/redis.lua).
 local lmp = require "lmp"
 local H = require "helper"
+local range = H.range
+local err_of = H.err_of
 local RH = require "helpers.redis"
 local RM = require "lmp.redis"
-
-local function range(n)
-  local t = {}
-  for i = 1, n do t[i] = i end
-  return t
-end
-
-local function err_of(f, ...)
-  local ok, e = pcall(f, ...)
-  assert.is_false(ok)
-  return e
-end
 
 describe("lmp.RedisPool", function()
   local srv, workers = nil, {}
@@ -56,7 +46,7 @@ describe("lmp.RedisPool", function()
       u = R.parse_url("unix:///run/redis.sock?db=2")
       assert.equal("/run/redis.sock", u.path)
       assert.equal(2, u.db)
-      for _, bad in ipairs({"redis://", "redis://h:0", "redis://h/x", "rediss://h",
+      for _, bad in ipairs({"redis://", "redis://h:0", "redis://h/x", "rediss://h:0",
                             "redis://u@h", "redis://:%zz@h", "unix://rel"}) do
         assert.is_false(pcall(R.parse_url, bad), bad)
       end

@@ -154,4 +154,18 @@ end
 -- once in ~40 runs of 20,000 round trips, always in this function.
 if jit and jit.off then jit.off(H.deep_equal) end
 
+-- {1, ..., n}
+function H.range(n)
+  local t = {}
+  for i = 1, n do t[i] = i end
+  return t
+end
+
+-- The error f(...) raises (fails the spec if it returns).
+function H.err_of(f, ...)
+  local ok, e = pcall(f, ...)
+  if ok then error("expected an error", 2) end
+  return e
+end
+
 return H

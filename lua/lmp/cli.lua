@@ -1,9 +1,12 @@
 --- lmp.cli: the runtime's subcommands.
 --
 --   lmp worker --redis URL --queue NAME [--concurrency N] [--max-tasks K]
---              [--prefetch P] [--authkey-file FILE]... [--insecure] [--quiet]
---              [script.lua]
---   lmp workers --redis URL --queue NAME [--authkey-file FILE]...
+--              [--prefetch P] [--cluster] [--shards K] [--authkey-file FILE]...
+--              [--insecure] [--quiet] [--tls-ca FILE] [--tls-cert FILE]
+--              [--tls-key FILE] [--tls-server-name NAME] [--tls-no-verify]
+--              [--metrics ADDR] [--drain-timeout S] [script.lua]
+--   lmp workers --redis URL --queue NAME [--cluster] [--shards K] [--authkey-file FILE]...
+--               [--watch [SECONDS]] [--json]
 --
 -- The runtime calls main(cmd, arg) with arg[0] = the subcommand and the
 -- options from arg[1]; main returns the exit status.
@@ -12,12 +15,23 @@ local M = {}
 local USAGE = {
   worker = [[
 usage: lmp worker --redis URL --queue NAME [options] [script.lua]
-  --redis URL         redis://[:password@]host:port/db (or unix:///path)
+  --redis URL         redis://[:password@]host:port/db (or unix:///path);
+                      rediss:// for TLS
   --queue NAME        the queue to serve
   --concurrency N     worker processes (default: the number of CPUs)
   --max-tasks K       exit after K tasks
   --prefetch P        tasks held at once (default 2 * concurrency)
   --timeout S         Redis command timeout in seconds (default 5)
+  --tls-ca FILE       (rediss://) trust the CAs in FILE (PEM), not the system's
+  --tls-cert FILE     client certificate (PEM), for a server that asks for one
+  --tls-key FILE      its private key (default: in the --tls-cert file)
+  --tls-server-name N the name the server's certificate must carry (default:
+                      the URL's host; an IP address is checked as an address)
+  --tls-no-verify     check no certificate at all (logged as a warning)
+  --cluster           URL is a seed node of a Redis Cluster: commands go to
+                      the node owning their key's slot (MOVED, ASK followed)
+  --shards K          read K shards of the queue (default: the count its
+                      callers set in lmp:{NAME}:cfg, else 1)
   --authkey-file FILE the queue's authkey (32+ bytes; one trailing newline is
                       dropped): tasks must be signed with it, results are
                       signed. Repeat it to rotate keys: the first signs, all
@@ -26,14 +40,29 @@ usage: lmp worker --redis URL --queue NAME [options] [script.lua]
                       loopback or a Unix socket (anyone who can write to it
                       can then run code here)
   --quiet             no log lines on stderr
+  --metrics ADDR      serve GET /metrics (Prometheus text format) on ADDR:
+                      PORT or :PORT (127.0.0.1), HOST:PORT, [V6]:PORT
+  --drain-timeout S   after SIGTERM, wait at most S seconds (default 30) for
+                      the tasks in hand to finish and be committed
   script.lua          loaded in every worker process before tasks run
-SIGTERM (or one Ctrl-C) finishes the tasks in hand and exits; a second
-Ctrl-C exits at once (its tasks are redelivered after the visibility timeout).]],
-  workers = [[
-usage: lmp workers --redis URL --queue NAME [--authkey-file FILE]... [--insecure]
-Lists the live workers of the queue, its depth, pending and dead-letter counts.
+SIGTERM (or one Ctrl-C) finishes the tasks in hand and exits 0 (130 after
+Ctrl-C); if that has not happened within --drain-timeout (a long task, or
+Redis unreachable) it exits 75, and what it could not commit is redelivered
+after the visibility timeout. A second Ctrl-C exits at once (status 130).]],
+  workers = [=[
+usage: lmp workers --redis URL --queue NAME [--cluster] [--shards K]
+                   [--watch [SECONDS]] [--json] [--authkey-file FILE]... [--insecure]
+                   [--tls-ca FILE] [--tls-cert FILE] [--tls-key FILE]
+                   [--tls-server-name NAME] [--tls-no-verify]   (as for lmp worker)
+  --watch [S]   redraw a live table every S seconds (default 2) until Ctrl-C:
+                per worker host, pid, tasks/s, tasks in hand, tasks done and
+                seconds since its last heartbeat
+  --json        print the same data as JSON (once; with --watch, a line each)
+Lists the live workers of the queue, its depth, pending and dead-letter counts
+(summed over its shards, then each shard's; --shards K: default the count
+the queue's callers set).
 The listing decodes no task, so it needs no key; a key given is checked all
-the same (a missing or short key file is an error).]],
+the same (a missing or short key file is an error).]=],
 }
 
 local function parse(cmd, arg)
@@ -65,7 +94,30 @@ local function parse(cmd, arg)
       o.authkey_file = o.authkey_file or {}
       o.authkey_file[#o.authkey_file + 1] = value(a)
     elseif a == "--insecure" then o.insecure = true
+    elseif a == "--tls-ca" then o.tls = o.tls or {} o.tls.ca_file = value(a)
+    elseif a == "--tls-cert" then o.tls = o.tls or {} o.tls.cert_file = value(a)
+    elseif a == "--tls-key" then o.tls = o.tls or {} o.tls.key_file = value(a)
+    elseif a == "--tls-server-name" then o.tls = o.tls or {} o.tls.server_name = value(a)
+    elseif a == "--tls-no-verify" then o.tls = o.tls or {} o.tls.verify = false
+    elseif a == "--cluster" then o.cluster = true
+    elseif a == "--shards" then
+      o.shards = int(a)
+      if o.shards > 256 then error({usage = "--shards must be at most 256"}) end
     elseif a == "--quiet" then o.quiet = true
+    elseif a == "--metrics" and cmd == "worker" then
+      o.metrics = value(a)
+      local okm, em = pcall(require("lmp.metrics").parse_address, o.metrics)
+      if not okm then error({usage = "--metrics: " .. tostring(em)}) end
+    elseif a == "--drain-timeout" and cmd == "worker" then
+      o.drain_timeout = tonumber(value(a))
+      if not o.drain_timeout or o.drain_timeout < 0 then
+        error({usage = "--drain-timeout must be a number >= 0"})
+      end
+    elseif a == "--watch" and cmd == "workers" then
+      o.watch = 2
+      if tonumber(arg[i + 1]) then i = i + 1 o.watch = tonumber(arg[i]) end
+      if o.watch < 0.05 then error({usage = "--watch must be at least 0.05 (seconds)"}) end
+    elseif a == "--json" and cmd == "workers" then o.json = true
     elseif a == "-h" or a == "--help" then error({help = true})
     elseif a:sub(1, 1) ~= "-" and cmd == "worker" and not o.script then o.script = a
     else error({usage = "unknown argument " .. a}) end
@@ -73,16 +125,29 @@ local function parse(cmd, arg)
   end
   if not o.url then error({usage = "--redis URL is required"}) end
   if not o.queue then error({usage = "--queue NAME is required"}) end
+  local tls_err = require("lmp.c.redis").check_tls(o.url, o.tls)
+  if tls_err then error({usage = "--tls-*: " .. tls_err}) end
   return o
 end
 
 local function workers(o)
   local RM = require "lmp.redis"
-  local cl = RM.client(o.url, {timeout = o.timeout or 5, reconnect_timeout = 0})
-  local s = RM.stats(cl, o.queue)
+  local copts = {timeout = o.timeout or 5, reconnect_timeout = 0, tls = o.tls}
+  local cl = o.cluster and require("lmp.redis_cluster").client(o.url, copts) or RM.client(o.url, copts)
+  if o.watch or o.json then        -- lmp.redis_watch: a live table, or JSON
+    local function fetch() return RM.stats(cl, o.queue, o.shards) end
+    return require("lmp.redis_watch").run(o, fetch, cl)
+  end
+  local s = RM.stats(cl, o.queue, o.shards)
   cl:close()
   print(string.format("queue %s: %d waiting, %d pending (in workers' hands), %d dead-lettered",
     o.queue, s.waiting, s.pending, s.dead))
+  if #s.shards > 1 then
+    for _, sh in ipairs(s.shards) do
+      print(string.format("  shard {%s}: %d waiting, %d pending, %d dead-lettered",
+        sh.name, sh.waiting, sh.pending, sh.dead))
+    end
+  end
   print(string.format("%d live worker(s)", #s.workers))
   for _, w in ipairs(s.workers) do
     print(string.format("  %s  host=%s pid=%s concurrency=%s processed=%s inflight=%s",

@@ -12,6 +12,7 @@ local core = require "lmp.core"
 local R = require "lmp.c.redis"
 local S = require "lmp.redis_scripts"
 local RA = require "lmp.redis_auth"
+local RC = require "lmp.redis_cluster"
 local pickle = require "lmp.pickle"
 
 local M = {}
@@ -25,8 +26,10 @@ local function argerror(n, fname, msg)
   error(string.format("bad argument #%d to '%s' (%s)", n, fname, msg), 3)
 end
 
-local function keys_of(queue)
-  local p = "lmp:{" .. queue .. "}:"
+-- The keys of a queue, or of one of its shards: tag is the shard's hash
+-- tag (lmp.redis_cluster.shard_tag); none: the queue's own keys.
+local function keys_of(queue, tag)
+  local p = "lmp:{" .. (tag or queue) .. "}:"
   return {prefix = p, tasks = p .. "tasks", dead = p .. "dead", err = p .. "err",
           cfg = p .. "cfg", workers = p .. "workers", winfo = p .. "winfo"}
 end
@@ -57,11 +60,27 @@ local function sha_of(conn, name)
   return conn:call("SCRIPT", "LOAD", S[name])
 end
 
---- client(url, {timeout =, connect_timeout =, reconnect_timeout =})
+-- verify = false is said once per URL (as lmp.redis_auth says --insecure).
+local tls_warned = {}
+local function warn_no_verify(url, tls)
+  if type(tls) ~= "table" or tls.verify ~= false or tls_warned[url] then return end
+  tls_warned[url] = true
+  local u = R.parse_url(url)
+  local msg = string.format("TLS to Redis at %s:%d without certificate verification "
+    .. "(verify = false, --tls-no-verify): anyone on the path can pose as the server",
+    tostring(u.host), u.port)
+  local ok, log = pcall(require, "lmp.log")
+  if ok and log.warning then log.warning("%s", msg) else io.stderr:write(msg, "\n") end
+end
+
+--- client(url, {timeout =, connect_timeout =, reconnect_timeout =, tls =})
+-- tls = {ca_file =, cert_file =, key_file =, server_name =, verify = true}
+-- for a rediss:// URL (docs/api/redis.md "TLS").
 function M.client(url, opts)
   opts = opts or {}
   local conn = R.connect(url, {timeout = opts.timeout or 5,
-    connect_timeout = opts.connect_timeout or opts.timeout or 5})
+    connect_timeout = opts.connect_timeout or opts.timeout or 5, tls = opts.tls})
+  warn_no_verify(url, opts.tls)
   return setmetatable({conn = conn, url = url, shas = {},
     reconnect_timeout = opts.reconnect_timeout or 30}, Client)
 end
@@ -72,7 +91,8 @@ local function retryable(e)
 end
 
 -- Runs f(conn) and, on a connection failure, reconnects with backoff and
--- runs it again, until reconnect_timeout has passed since the failure.
+-- runs it again, until reconnect_timeout has passed since the failure, or
+-- until self.stop_at (a core.time(), set by a draining worker) if sooner.
 function Client:run(f, ...)
   local deadline
   while true do
@@ -80,7 +100,7 @@ function Client:run(f, ...)
     if ok then return a end
     if not retryable(a) then error(a, 0) end
     deadline = deadline or core.time() + self.reconnect_timeout
-    local left = deadline - core.time()
+    local left = math.min(deadline, self.stop_at or deadline) - core.time()
     if left <= 0 then error(a, 0) end
     if self.on_reconnect_start then self.on_reconnect_start(a) end
     local okr, e = pcall(self.conn.reconnect, self.conn, left)
@@ -115,6 +135,7 @@ local function do_eval(conn, self, name, nkeys, args)
   end
   error(r, 0)
 end
+M._do_eval = do_eval   -- (conn, client, name, nkeys, args): lmp.redis_cluster's too
 
 --- eval(name, keys, args) runs script S[name].
 function Client:eval(name, keys, args)
@@ -134,6 +155,46 @@ local function ensure_group(cl, k)
   end
 end
 M._ensure_group = ensure_group
+
+---------------------------------------------------------------- shards
+
+--- _shard_opts(opts, who) -> cluster (bool), shards (integer 1..256).
+function M._shard_opts(opts, who)
+  local k = opts.shards
+  if k == nil then k = 1 end
+  if type(k) ~= "number" or k < 1 or k % 1 ~= 0 or k > RC.MAX_SHARDS then
+    argerror(1, who, "shards must be an integer from 1 to " .. RC.MAX_SHARDS)
+  end
+  return opts.cluster and true or false, math.floor(k)
+end
+
+--- _connect(url, o) -> a Client, or a cluster client when o.cluster.
+function M._connect(url, o)
+  if o.cluster then return RC.client(url, o) end
+  return M.client(url, o)
+end
+
+--- _shards(queue, K [, caller]) -> {{i =, tag =, k = keys, notify =,
+-- results =}...}: shard i's keys share the tag RC.shard_tag(queue, i, K)
+-- (K = 1: the queue's own keys); notify and results: the caller's.
+function M._shards(queue, n, caller)
+  local out = {}
+  for i = 0, n - 1 do
+    local tag = RC.shard_tag(queue, i, n)
+    local k = keys_of(queue, tag)
+    out[i + 1] = {i = i, tag = tag, k = k,
+      notify = caller and k.prefix .. "n:" .. caller, results = caller and k.prefix .. "r:" .. caller}
+  end
+  return out
+end
+
+--- _queue_shards(cl, queue) -> the shard count the queue's callers set
+-- (HGET lmp:{queue}:cfg shards; 1 if none).
+function M._queue_shards(cl, queue)
+  local v = tonumber(cl:call("HGET", keys_of(queue).cfg, "shards"))
+  if not v or v < 1 or v % 1 ~= 0 then return 1 end
+  return math.min(math.floor(v), RC.MAX_SHARDS)
+end
 
 ---------------------------------------------------------------- results
 
@@ -241,8 +302,10 @@ local function check_pool_opts(opts)
   if not codec then argerror(1, "RedisPool", "codec must be 'json' or 'binary'") end
   local okk, ring = pcall(RA.keyring, opts.authkey, opts.authkey_file)
   if not okk then argerror(1, "RedisPool", tostring(ring)) end
+  local tls_err = R.check_tls(opts.url, opts.tls)
+  if tls_err then argerror(1, "RedisPool", tls_err) end
   return {
-    ring = ring, insecure = opts.insecure and true or false,
+    ring = ring, insecure = opts.insecure and true or false, tls = opts.tls,
     url = opts.url, queue = q, codec = codec,
     vt = num_opt(opts, "visibility_timeout", 30, 0.01),
     max_retries = math.floor(num_opt(opts, "max_retries", 3, 1)),
@@ -264,11 +327,14 @@ end
 -- (JSON unless set). Results are always JSON. With an authkey (a string
 -- of 32+ bytes, or a list {new, old...} during a rotation) tasks are
 -- signed and results checked (lmp.redis_auth); a Redis that is not on
--- loopback needs one unless insecure = true.
+-- loopback needs one unless insecure = true. cluster = true: url is a
+-- seed node of a Redis Cluster (lmp.redis_cluster); shards = K spreads
+-- the queue over K streams with distinct hash tags (1: the keys as ever).
 function M.RedisPool(opts)
   local o = check_pool_opts(opts)
+  o.cluster, o.shards = M._shard_opts(opts, "RedisPool")
   RA.check_policy(o.url, o.ring, o.insecure, "RedisPool")
-  local cl = M.client(o.url, o)
+  local cl = M._connect(o.url, o)
   local k = keys_of(o.queue)
   local self = setmetatable({
     o = o, cl = cl, k = k, id = R.random_hex(8), _state = "run",
@@ -281,9 +347,13 @@ function M.RedisPool(opts)
   self.tid_prefix = self.id .. ":"
   self.notify = k.prefix .. "n:" .. self.id
   self.results = k.prefix .. "r:" .. self.id
-  cl.on_reconnect = function(c) ensure_group(c, k) end
-  ensure_group(cl, k)
-  cl:call("HSET", k.cfg, "vt", math.floor(o.vt * 1000))
+  self.shards = M._shards(o.queue, o.shards, self.id)
+  local shards = self.shards
+  cl.on_reconnect = function(c)
+    for _, sh in ipairs(shards) do ensure_group(c, sh.k) end
+  end
+  cl.on_reconnect(cl)
+  cl:call("HSET", k.cfg, "vt", math.floor(o.vt * 1000), "shards", o.shards)
   return self
 end
 
@@ -352,11 +422,15 @@ function RedisPool:_task_cmd(job, kk, first, n, fbytes, items, star)
   self.npending = self.npending + 1
   local h = self:_header(n, star)
   local ring = self.o.ring
+  -- round robin over the shards: task n goes to shard (n - 1) % K, which
+  -- pool:result(id) finds again from the id. The signature names the
+  -- queue, not the shard: an entry may move between shards of its queue.
+  local tasks = self.shards[(seq - 1) % #self.shards + 1].k.tasks
   if ring then
-    return {"XADD", self.k.tasks, "*", "t", tid, "h", h, "f", fbytes, "a", a,
+    return {"XADD", tasks, "*", "t", tid, "h", h, "f", fbytes, "a", a,
       "s", RA.sign_task(ring, self.o.queue, tid, h, fbytes, a)}, tid
   end
-  return {"XADD", self.k.tasks, "*", "t", tid, "h", h, "f", fbytes, "a", a}, tid
+  return {"XADD", tasks, "*", "t", tid, "h", h, "f", fbytes, "a", a}, tid
 end
 
 -- Sends the commands; a failure forgets their tasks and raises.
@@ -520,6 +594,7 @@ function RedisPool:_imap(fname, fn, src, chunksize, timeout, ordered)
 end
 
 require("lmp.pool")._add_map_methods(RedisPool)
+require("lmp.redis_shards")._add_shard_methods(RedisPool, M)   -- _step_shards
 
 ---------------------------------------------------------------- collecting
 
@@ -550,6 +625,7 @@ end
 -- Takes finished results; waits up to timeout (nil: up to 1 s, 0: not at
 -- all) for the first. Returns the number handled.
 function RedisPool:_step(timeout)
+  if #self.shards > 1 then return self:_step_shards(timeout) end
   local cl, n = self.cl, 0
   local got = cl:eval("collect", {self.notify, self.results}, {256})
   if #got == 0 and next(self.reattached) then
@@ -601,26 +677,47 @@ end
 
 --- stats() -> {waiting =, pending =, dead =, workers = {{name =, info =}...}}
 function RedisPool:stats()
-  return M.stats(self.cl, self.o.queue)
+  return M.stats(self.cl, self.o.queue, #self.shards)
 end
 
-function M.stats(cl, queue)
-  local k = keys_of(queue)
-  local r = cl:eval("stats", {k.tasks, k.dead, k.workers, k.winfo}, {GROUP})
-  local out = {length = r[1], pending = r[2], dead = r[3], workers = {}}
-  out.waiting = math.max(0, r[1] - r[2])
-  for i = 5, #r do
-    local w = {name = r[i][1], expires_in = (tonumber(r[i][2]) - r[4]) / 1000}
-    for kk, v in tostring(r[i][3]):gmatch("(%w+)=(%S+)") do w[kk] = tonumber(v) or v end
-    out.workers[#out.workers + 1] = w
+--- stats(cl, queue [, shards]) -> the totals over the queue's shards
+-- (default: the count its callers set), and shards = {{name = tag,
+-- length =, pending =, dead =, waiting =}...}. A worker reads every
+-- shard and registers in each: it is listed once.
+function M.stats(cl, queue, nshards)
+  nshards = nshards or M._queue_shards(cl, queue)
+  local out = {length = 0, pending = 0, dead = 0, workers = {}, shards = {}}
+  local seen = {}
+  for _, sh in ipairs(M._shards(queue, nshards)) do
+    local k = sh.k
+    local r = cl:eval("stats", {k.tasks, k.dead, k.workers, k.winfo}, {GROUP})
+    out.length, out.pending, out.dead = out.length + r[1], out.pending + r[2], out.dead + r[3]
+    out.shards[#out.shards + 1] = {name = sh.tag, length = r[1], pending = r[2], dead = r[3],
+      waiting = math.max(0, r[1] - r[2])}
+    for i = 5, #r do
+      if not seen[r[i][1]] then
+        seen[r[i][1]] = true
+        local w = {name = r[i][1], expires_in = (tonumber(r[i][2]) - r[4]) / 1000}
+        for kk, v in tostring(r[i][3]):gmatch("(%w+)=(%S+)") do w[kk] = tonumber(v) or v end
+        out.workers[#out.workers + 1] = w
+      end
+    end
   end
+  out.waiting = math.max(0, out.length - out.pending)
   return out
 end
 
 --- dead_letters([count]) -> list of {id =, task =, deliveries =, error =,
 -- kind = "auth" for an entry a worker refused unverified, else nil}.
 function RedisPool:dead_letters(count)
-  local r = self.cl:call("XRANGE", self.k.dead, "-", "+", "COUNT", count or 100)
+  count = count or 100
+  local r = {}
+  for _, sh in ipairs(self.shards) do     -- shard by shard, count in all
+    if #r >= count then break end
+    for _, e in ipairs(self.cl:call("XRANGE", sh.k.dead, "-", "+", "COUNT", count - #r)) do
+      r[#r + 1] = e
+    end
+  end
   local out = {}
   for _, e in ipairs(r) do
     local f = {}
@@ -655,6 +752,7 @@ function RedisPool:_release()
     t.job:_finish(nil, new_error("closed", "RedisPool was terminated before task " .. tid .. " finished"))
   end
   self.tasks, self.npending = {}, 0
+  if self._lanes then self._lanes:close() end
   pcall(self.cl.close, self.cl)
 end
 
