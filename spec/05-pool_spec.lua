@@ -1,12 +1,7 @@
 -- lmp.Pool: the API, a pool that never hangs, a loop that never blocks.
 local lmp = require "lmp"
 local H = require "helper"
-
-local function range(n)
-  local t = {}
-  for i = 1, n do t[i] = i end
-  return t
-end
+local range = H.range
 
 local function alive(pid)
   local st = H.proc_state(pid)

@@ -2,6 +2,7 @@
 -- server under hostile and careless clients; the distributed example.
 local lmp = require "lmp"
 local H = require "helper"
+local err_of = H.err_of
 local C = require "lmp.c.manager"
 local cpipe = require "lmp.c.pipe"
 local sys = require "lmp.c.sys"
@@ -9,12 +10,6 @@ local pickle = require "lmp.pickle"
 local sock = require "lmp.socket"
 
 local KEY = "spec-authkey-0123456789"
-
-local function err_of(f, ...)
-  local ok, e = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
 
 local function started(opts)
   opts = opts or {}

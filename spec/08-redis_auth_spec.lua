@@ -4,6 +4,8 @@
 -- opens a connection to anything but 127.0.0.1.
 local lmp = require "lmp"
 local H = require "helper"
+local range = H.range
+local err_of = H.err_of
 local RH = require "helpers.redis"
 local RM = require "lmp.redis"
 local RA = require "lmp.redis_auth"
@@ -12,18 +14,6 @@ local R = require "lmp.c.redis"
 local KEY = string.rep("k", 40)
 local OLD = string.rep("o", 32)
 local WRONG = string.rep("w", 48)
-
-local function range(n)
-  local t = {}
-  for i = 1, n do t[i] = i end
-  return t
-end
-
-local function err_of(f, ...)
-  local ok, e = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
 
 local function key_file(s)
   local p = os.tmpname()

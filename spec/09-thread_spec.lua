@@ -1,13 +1,8 @@
 -- lmp.ThreadPool (the Pool API over OS threads) and lmp.threadlocal.
 local lmp = require "lmp"
 local H = require "helper"
+local err_of = H.err_of
 local TH = require "lmp.thread"
-
-local function err_of(f, ...)
-  local ok, e = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
 
 local function spin(n)
   local s = 0

@@ -4,6 +4,7 @@
 -- (_TestListener, _TestListenerClient), the `it` names it.
 local lmp = require "lmp"
 local H = require "helper"
+local err_of = H.err_of
 local CF = require "helpers.conformance"
 local L = lmp.connection
 local S = require "lmp.socket"
@@ -13,12 +14,6 @@ local KEY = "spec-secret"
 
 local function cleanups() return CF.cleanups(finally) end
 local reap = CF.reap
-
-local function err_of(f, ...)
-  local ok, e = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
 
 local function exists(path)
   return os.rename(path, path) ~= nil

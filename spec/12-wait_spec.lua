@@ -11,14 +11,9 @@
 -- value, so no test depends on how long anything takes.
 local lmp = require "lmp"
 local H = require "helper"
+local err_of = H.err_of
 local CF = require "helpers.conformance"
 local L = lmp.connection
-
-local function err_of(f, ...)
-  local ok, e = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
 
 local function set(list)
   local s = {}

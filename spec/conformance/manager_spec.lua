@@ -11,15 +11,10 @@
 -- Manager does not serve) are not ported.
 local lmp = require "lmp"
 local H = require "helper"
+local err_of = H.err_of
 
 local TO = 10
 local KEY = "conformance-manager-key"
-
-local function err_of(f, ...)
-  local ok, e = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
 
 local function range0(n)
   local t = {}
