@@ -1,7 +1,14 @@
 /* auth.c -- the authkey handshake (see auth.h). */
+/* SHA256_Init/Update/Final: deprecated in OpenSSL 3 in favour of EVP,
+ * whose per-call overhead would cost more than the hashing of a small
+ * message. Should a later OpenSSL drop them, EVP_MD_CTX_copy_ex of two
+ * prepared contexts does the same job. */
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include <errno.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
 #include <sodium.h>
 
 #include "auth.h"
@@ -92,18 +99,29 @@ int lmp_auth_srv_step(lmp_auth_srv *a, int fd, const void *key,
   return 1;
 }
 
-/* Feeds the parts, each framed by its length (8 bytes, big-endian). */
-static void feed_parts(crypto_auth_hmacsha256_state *st,
-                       const lmp_auth_part *parts, size_t n) {
-  unsigned char len[8];
-  size_t i;
-  int b;
+/* Feeds the parts, each framed by its length (8 bytes, big-endian); a
+ * small message is gathered first, for one update instead of 2n. */
+static void feed_parts(SHA256_CTX *c, const lmp_auth_part *parts, size_t n) {
+  unsigned char buf[512];
+  size_t i, used = 0;
   for (i = 0; i < n; i++) {
+    unsigned char len[8];
     unsigned long long l = parts[i].len;
+    int b;
     for (b = 7; b >= 0; b--) { len[b] = (unsigned char)(l & 0xff); l >>= 8; }
-    crypto_auth_hmacsha256_update(st, len, sizeof len);
-    crypto_auth_hmacsha256_update(st, parts[i].p, parts[i].len);
+    if (used + 8 + parts[i].len <= sizeof buf) {
+      memcpy(buf + used, len, 8);
+      memcpy(buf + used + 8, parts[i].p, parts[i].len);
+      used += 8 + parts[i].len;
+      continue;
+    }
+    if (used) SHA256_Update(c, buf, used);
+    used = 0;
+    SHA256_Update(c, len, sizeof len);
+    SHA256_Update(c, parts[i].p, parts[i].len);
   }
+  if (used) SHA256_Update(c, buf, used);
+  OPENSSL_cleanse(buf, sizeof buf);
 }
 
 int lmp_auth_mac(unsigned char out[LMP_AUTH_MAC], const void *key,
@@ -116,23 +134,40 @@ int lmp_auth_mac(unsigned char out[LMP_AUTH_MAC], const void *key,
   return 0;
 }
 
+/* HMAC's key schedule (RFC 2104): a key longer than a block is hashed
+ * first; the inner and outer hashes start from key ^ ipad and key ^ opad. */
 int lmp_auth_key_init(lmp_auth_key *k, const void *key, size_t keylen) {
-  int rc;
-  if ((rc = lmp_auth_init()) < 0) return rc;
-  crypto_auth_hmacsha256_init(&k->st, key, keylen);
+  unsigned char kb[SHA256_CBLOCK], pad[SHA256_CBLOCK];
+  size_t i;
+  memset(kb, 0, sizeof kb);
+  if (keylen > sizeof kb) SHA256(key, keylen, kb);
+  else if (keylen) memcpy(kb, key, keylen);
+  for (i = 0; i < sizeof pad; i++) pad[i] = kb[i] ^ 0x36;
+  SHA256_Init(&k->in);
+  SHA256_Update(&k->in, pad, sizeof pad);
+  for (i = 0; i < sizeof pad; i++) pad[i] = kb[i] ^ 0x5c;
+  SHA256_Init(&k->out);
+  SHA256_Update(&k->out, pad, sizeof pad);
+  OPENSSL_cleanse(kb, sizeof kb);
+  OPENSSL_cleanse(pad, sizeof pad);
   return 0;
 }
 
 void lmp_auth_key_clear(lmp_auth_key *k) {
-  sodium_memzero(k, sizeof *k);
+  OPENSSL_cleanse(k, sizeof *k);
 }
 
 void lmp_auth_key_mac(unsigned char out[LMP_AUTH_MAC], const lmp_auth_key *k,
                       const lmp_auth_part *parts, size_t n) {
-  crypto_auth_hmacsha256_state st = k->st;
-  feed_parts(&st, parts, n);
-  crypto_auth_hmacsha256_final(&st, out);
-  sodium_memzero(&st, sizeof st);
+  SHA256_CTX c = k->in;
+  unsigned char inner[SHA256_DIGEST_LENGTH];
+  feed_parts(&c, parts, n);
+  SHA256_Final(inner, &c);
+  c = k->out;
+  SHA256_Update(&c, inner, sizeof inner);
+  SHA256_Final(out, &c);
+  OPENSSL_cleanse(&c, sizeof c);
+  OPENSSL_cleanse(inner, sizeof inner);
 }
 
 int lmp_auth_mac_equal(const unsigned char a[LMP_AUTH_MAC],

@@ -23,6 +23,7 @@
 
 #include <stddef.h>
 
+#include <openssl/sha.h>
 #include <sodium.h>
 
 #define LMP_AUTH_MAGIC "LMPAUTH1"
@@ -73,9 +74,12 @@ int lmp_auth_mac(unsigned char out[LMP_AUTH_MAC], const void *key,
                  size_t keylen, const lmp_auth_part *parts, size_t n);
 
 /* A key whose HMAC state is computed once: a MAC with it skips the two
- * hash blocks of the key pads (a third of a small message's cost). */
+ * hash blocks of the key pads (a third of a small message's cost). The
+ * hashing is OpenSSL's SHA-256, which uses the CPU's SHA extensions where
+ * there are some: 4x libsodium's portable code here (174 vs 709 ns for a
+ * 120-byte message), and signed Redis tasks make four MACs each. */
 typedef struct lmp_auth_key {
-  crypto_auth_hmacsha256_state st;
+  SHA256_CTX in, out;    /* after the ipad / opad block */
 } lmp_auth_key;
 
 /* 0 or -ENOSYS. lmp_auth_key_clear wipes it. */

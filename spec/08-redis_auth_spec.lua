@@ -209,6 +209,37 @@ describe("signed Redis tasks", function()
     assert.is_true(lmp.is_error(e, "auth"))
   end)
 
+  it("0. a MAC is HMAC-SHA256 over the length-framed parts, as Python's hmac computes it", function()
+    -- the reference: Python's hmac module (RFC 2104), over each part
+    -- framed by its length in 8 big-endian bytes; keys of 32, 64 and
+    -- 100 bytes (one longer than SHA-256's block is hashed first), and
+    -- parts from empty to longer than lmp's 512-byte gathering buffer
+    local A = require "lmp.c.auth"
+    local unpack = table.unpack or unpack
+    local cases = {
+      {string.rep("k", 32), {"q", "t1", "", "x"}},
+      {string.rep("\255", 64), {string.rep("a", 600), "b"}},
+      {string.rep("z", 100), {"queue", string.rep("\0", 300), string.rep("c", 200), "[1]"}},
+    }
+    for i, c in ipairs(cases) do
+      local key, parts = c[1], c[2]
+      local hexparts = {}
+      for j, p in ipairs(parts) do hexparts[j] = "'" .. (p:gsub(".", function(ch)
+        return string.format("%02x", ch:byte()) end)) .. "'" end
+      local hexkey = key:gsub(".", function(ch) return string.format("%02x", ch:byte()) end)
+      local py = string.format([=[python3 -c "import hmac,hashlib,struct
+k=bytes.fromhex('%s'); ps=[bytes.fromhex(x) for x in [%s]]
+print(hmac.new(k, b''.join(struct.pack('>Q', len(p)) + p for p in ps), hashlib.sha256).hexdigest())"]=],
+        hexkey, table.concat(hexparts, ","))
+      local want = RH.sh(py):gsub("%s+$", "")
+      assert.equal(64, #want, "python3 answered: " .. want)
+      local got = A.mac(A.key(key), unpack(parts))
+      assert.equal(want, (got:gsub(".", function(ch) return string.format("%02x", ch:byte()) end)), "case " .. i)
+      local raw = A.mac(key, unpack(parts))
+      assert.equal(got, raw, "case " .. i .. " (a key string)")
+    end
+  end)
+
   describe("6. keys and the policy", function()
     local function parsed(url) return RA.is_local(R.parse_url(url)) end
 
