@@ -366,6 +366,21 @@ describe("lmp.pickle", function()
     assert.is_nil(("{[\"-0123456789tfn "):find(s:sub(1, 1), 1, true))
   end)
 
+  it("takes codec as pools spell it, and refuses options it does not know", function()
+    local B = string.char(0xB1)
+    assert.equal(B, pickle.dumps({1}, {codec = "binary"}):sub(1, 1))
+    assert.equal(B, pickle.dumps({1}, {format = "binary", codec = "binary"}):sub(1, 1))
+    assert.equal("[1]", pickle.dumps({1}, {codec = "json"}))
+    local function msg(opts)
+      local ok, e = pcall(pickle.dumps, {1}, opts)
+      assert.is_false(ok)
+      return tostring(e)
+    end
+    assert.truthy(msg({codek = "binary"}):find("unknown option 'codek'", 1, true))
+    assert.truthy(msg({format = "json", codec = "binary"}):find("disagree", 1, true))
+    assert.truthy(msg({codec = "msgpack"}):find("must be \"json\" or \"binary\"", 1, true))
+  end)
+
   it("refuses a huge length claim in the binary form without allocating it", function()
     local s = pickle.dumps("abc", {format = "binary"})
     -- the string tag with a 1 GB length (varint) and three bytes of data

@@ -477,16 +477,35 @@ local function check_opts(opts, fname)
   return opts
 end
 
---- dumps(v [, opts]) -> string. opts.format: "json" (default) or
--- "binary"; opts.name: the root's name in error paths ("value").
+local DUMPS_OPTS = {format = true, codec = true, name = true}
+
+-- The format dumps' options ask for: format, or codec as pools, pipes and
+-- queues spell it (an unknown key is refused: {codec = "binary"} once gave
+-- JSON without a word).
+local function dumps_format(opts)
+  for k in pairs(opts) do
+    if not DUMPS_OPTS[k] then
+      error("bad argument #2 to 'dumps' (unknown option '" .. tostring(k) ..
+        "': format (or codec), name)", 3)
+    end
+  end
+  local fmt, codec = opts.format, opts.codec
+  if fmt ~= nil and codec ~= nil and fmt ~= codec then
+    error("bad argument #2 to 'dumps' (format and codec disagree)", 3)
+  end
+  fmt = fmt or codec
+  if fmt ~= nil and fmt ~= "json" and fmt ~= "binary" then
+    error("bad argument #2 to 'dumps' (format must be \"json\" or \"binary\")", 3)
+  end
+  return fmt
+end
+
+--- dumps(v [, opts]) -> string. opts.format (or opts.codec): "json"
+-- (default) or "binary"; opts.name: the root's name in error paths ("value").
 function M.dumps(v, opts)
   check_opts(opts, "dumps")
   if opts then
-    local fmt = opts.format
-    if fmt == "binary" then return bdumps(v, opts.name, classes) end
-    if fmt ~= nil and fmt ~= "json" then
-      error("bad argument #2 to 'dumps' (format must be \"json\" or \"binary\")", 2)
-    end
+    if dumps_format(opts) == "binary" then return bdumps(v, opts.name, classes) end
     return dumps_json(v, opts.name)
   end
   return dumps_json(v)
