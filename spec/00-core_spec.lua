@@ -65,6 +65,24 @@ describe("the lmp module table", function()
   end)
 end)
 
+describe("lmp.core.new_table", function()
+  it("makes an empty table with room reserved, and refuses sizes out of range", function()
+    local core = require "lmp.core"
+    local t = core.new_table(1000, 4)
+    assert.equal(0, #t)
+    assert.is_nil(next(t))
+    for i = 1, 1000 do t[i] = i end
+    t.x = true
+    assert.equal(1000, #t)
+    assert.same({}, core.new_table(0))
+    for _, bad in ipairs{{-1}, {2 ^ 27}, {1, -1}, {"x"}} do
+      local ok, e = pcall(core.new_table, bad[1], bad[2])
+      assert.is_false(ok)
+      assert.truthy(tostring(e):find("bad argument", 1, true), tostring(e))
+    end
+  end)
+end)
+
 describe("lmp.core.atexit", function()
   it("runs handlers in reverse order when the runtime ends", function()
     local r = H.run_lmp([[

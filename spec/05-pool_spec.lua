@@ -19,6 +19,21 @@ describe("lmp.Pool", function()
     for i = 1, 100 do assert.equal(i * i, r[i]) end
   end)
 
+  it("takes the number of workers alone, as Python's Pool(3) and ThreadPool(3) do", function()
+    for _, make in ipairs{lmp.Pool, lmp.ThreadPool} do
+      local p = make(3)
+      local n = 0
+      for _ in pairs(p.workers) do n = n + 1 end
+      assert.equal(3, n)
+      assert.same({2, 4, 6}, p:map(function(x) return 2 * x end, {1, 2, 3}))
+      p:close()
+      assert.is_true(p:join(10))
+    end
+    local ok, e = pcall(lmp.Pool, "3")
+    assert.is_false(ok)
+    assert.truthy(tostring(e):find("table or number expected", 1, true), tostring(e))
+  end)
+
   it("runs closures with their upvalues", function()
     local k, t = 10, {base = 5}
     assert.equal(20, pool:apply(function(x) return x + k + t.base end, {5}))

@@ -269,7 +269,9 @@ function Pool:_start_worker(slot)
 end
 
 local function check_opts(opts)
-  if opts ~= nil and type(opts) ~= "table" then argerror(1, "Pool", "table expected") end
+  -- Pool(4), as Python's Pool(4): the number of workers
+  if type(opts) == "number" then opts = {processes = opts} end
+  if opts ~= nil and type(opts) ~= "table" then argerror(1, "Pool", "table or number expected") end
   opts = opts or {}
   local n = opts.processes or opts.threads or P.cpu_count()
   if type(n) ~= "number" or n % 1 ~= 0 then argerror(1, "Pool", "processes must be an integer") end
@@ -567,7 +569,7 @@ function Pool:_map_async(fname, fn, list, cs_or_opts, opts, star)
   end
   -- callbacks may come in the options table given in chunksize's place
   local job = self:_new_job(fname, opts or (type(cs_or_opts) == "table" and cs_or_opts or nil))
-  job._results, job._on_chunk, job._done, job._n = {}, map_chunk, 0, n
+  job._results, job._on_chunk, job._done, job._n = core.new_table(math.min(n, 67108864)), map_chunk, 0, n
   job._on_payload = map_payload
   job._progress = o.progress and CP.isatty(2) or false
   job._t0 = core.time()

@@ -54,11 +54,12 @@ local function launcher(index, child_fd, info, pool)
 end
 
 --- ThreadPool{threads = n, initializer =, initargs =, codec =,
--- maxtasksperchild =}: the Pool API, run by n OS threads. codec defaults
+-- maxtasksperchild =} (or ThreadPool(n)): the Pool API, run by n OS threads. codec defaults
 -- to "binary", or to lmp.set_codec's choice when the switch is set.
 function M.ThreadPool(opts)
+  if type(opts) == "number" then opts = {threads = opts} end   -- ThreadPool(4)
   if opts ~= nil and type(opts) ~= "table" then
-    error("bad argument #1 to 'ThreadPool' (table expected)", 2)
+    error("bad argument #1 to 'ThreadPool' (table or number expected)", 2)
   end
   local o = {}
   for k, v in pairs(opts or {}) do o[k] = v end
