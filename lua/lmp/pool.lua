@@ -64,7 +64,7 @@ local IDLE_SECS = 0.1
 
 -- Runs f over a chunk inside one xpcall; on error, i tells which item.
 local function run_chunk(f, args, n, star, first, who)
-  local results, i = {}, 0
+  local results, i = core.new_table(math.min(n, 67108864)), 0
   local ok, err = xpcall(function()
     if star then
       for j = 1, n do
