@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -14,6 +15,7 @@
 
 #include "clock.h"
 #include "fd.h"
+#include "hugepage.h"
 #include "intr.h"
 #include "proc.h"
 
@@ -89,10 +91,12 @@ static void mark_cloexec_except(const int *keep, int n) {
 pid_t lmp_proc_spawn(char *const argv[], const int *keep, int n, int *pidfd) {
   int errpipe[2], child_errno = 0;
   pid_t parent = getpid(), pid;
-  if (pipe2(errpipe, O_CLOEXEC) < 0) return -errno;
+  char **env = lmp_hugepage_environ();     /* built before fork: no malloc after */
+  if (pipe2(errpipe, O_CLOEXEC) < 0) { free(env); return -errno; }
   pid = fork();
   if (pid < 0) {
     int e = -errno;
+    free(env);
     lmp_fd_close(errpipe[0]);
     lmp_fd_close(errpipe[1]);
     return e;
@@ -101,11 +105,12 @@ pid_t lmp_proc_spawn(char *const argv[], const int *keep, int n, int *pidfd) {
     int e;
     child_setup(parent);
     mark_cloexec_except(keep, n);
-    execv(argv[0], argv);
+    execve(argv[0], argv, env ? env : environ);
     e = errno;
     if (write(errpipe[1], &e, sizeof e) < 0) { /* nothing more to do */ }
     _exit(127);
   }
+  free(env);
   lmp_fd_close(errpipe[1]);
   if (lmp_fd_read_full(errpipe[0], &child_errno, sizeof child_errno,
                        -1.0) == 0) {         /* exec failed */

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "hugepage.h"
 #include "lmp_aux.h"
 #include "lmp.h"
 
@@ -189,6 +190,7 @@ static int pmain(lua_State *L, int argc, char **argv) {
 int main(int argc, char **argv) {
   lua_State *L;
   int status;
+  lmp_hugepage_reexec(argv);            /* first: may start this again */
   if (argv[0] && argv[0][0]) progname = argv[0];
   L = luaL_newstate();
   if (!L) { fprintf(stderr, "%s: cannot create Lua state\n", progname); return 1; }

@@ -96,6 +96,49 @@ describe("the lmp runtime", function()
     assert.truthy(r.err:find("interrupted"), r.err)
   end)
 
+  it("asks malloc for huge pages, in spawned children too, and leaves the environment as it was", function()
+    -- what the runtime does (core/hugepage.h): tuned when the kernel gives
+    -- transparent huge pages at all and the build uses glibc's malloc
+    local f = io.open("/sys/kernel/mm/transparent_hugepage/enabled")
+    local thp = f and f:read("*l") or "[never]"
+    if f then f:close() end
+    local tuned = not thp:find("[never]", 1, true) and
+      not (os.getenv("LD_PRELOAD") or ""):find("libasan", 1, true)
+    local probe = [[
+      local lmp = require "lmp"
+      local function probe()
+        local big = string.rep("x", 64 * 1024 * 1024)
+        local hg = 0      -- mappings advised MADV_HUGEPAGE ("hg" in VmFlags)
+        for l in io.lines("/proc/self/smaps") do
+          if l:match("^VmFlags:.* hg") then hg = hg + 1 end
+        end
+        return (hg > 0 and "huge" or "plain") .. " " .. tostring(os.getenv("GLIBC_TUNABLES")) ..
+          " " .. tostring(os.getenv("LMP_MALLOC_SAVED_TUNABLES")) .. " " .. #big
+      end
+      local q = lmp.Queue()
+      local p = lmp.get_context("spawn").Process{target = function(q, f) q:put(f()) end, args = {q, probe}}
+      p:start()
+      print(probe())
+      print(q:get(20))
+      assert(p:join(20))
+    ]]
+    local big = 64 * 1024 * 1024
+    local function lines(env)
+      local r = H.run_lmp(probe, {env = env, timeout = 60})
+      assert.equal(0, r.code, r.err)
+      local t = {}
+      for l in r.out:gmatch("[^\n]+") do t[#t + 1] = l end
+      return t
+    end
+    local mode = tuned and "huge" or "plain"
+    local want = mode .. " nil nil " .. big
+    assert.same({want, want}, lines("env -u GLIBC_TUNABLES"))
+    want = mode .. " glibc.malloc.check=0 nil " .. big
+    assert.same({want, want}, lines("GLIBC_TUNABLES=glibc.malloc.check=0"))
+    want = "plain nil nil " .. big
+    assert.same({want, want}, lines("env -u GLIBC_TUNABLES LMP_MALLOC=default"))
+  end)
+
   it("can be required from the plain interpreter", function()
     local bins = {["5.4"] = "lua5.4", ["5.1"] = "lua5.1", luajit = "luajit"}
     local bin = bins[H.lua_version] or "lua5.4"
