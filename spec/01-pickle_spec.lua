@@ -632,6 +632,27 @@ describe("lmp.pickle JSON: plain data with tagged leaves", function()
     assert.equal(0.1 + 0.2, pickle.loads('["\\u0001lmp1", ["\\u0001f0.30000000000000004"]]')[1])
   end)
 
+  it("carries bytes that are not UTF-8 as base64 (RFC 4648), exactly, and refuses base64 that is not canonical", function()
+    -- the reference: RFC 4648's test vectors, and any length mod 3
+    local C = require "lmp.c.pickle"
+    local vectors = {[""] = "", f = "Zg==", fo = "Zm8=", foo = "Zm9v", foob = "Zm9vYg==",
+                     fooba = "Zm9vYmE=", foobar = "Zm9vYmFy"}
+    for plain, coded in pairs(vectors) do
+      assert.equal(coded, C.b64enc(plain))
+      assert.equal(plain, C.b64dec(coded))
+    end
+    for n = 0, 70 do
+      local b = {}
+      for i = 1, n do b[i] = string.char((i * 37 + n) % 256) end
+      local bytes = "\255" .. table.concat(b)        -- never UTF-8
+      assert.equal(bytes, pickle.loads(pickle.dumps({bytes}))[1])
+    end
+    for _, bad in ipairs{"Zg=", "Z===", "Zg=A", "Zm9v====", " Zm9v", "Zm9v ", "Zm 9", "Zm9v\n", "Zg==Zg=="} do
+      assert.is_nil(C.b64dec(bad), bad)
+      pickle_error(pickle.loads, '["\\u0001b' .. bad:gsub("\n", "\\n") .. '"]')
+    end
+  end)
+
   it("refuses malformed leaves with a pickle error", function()
     for _, s in ipairs({'["\\u0001z1"]', '{"a": "\\u0001x123"}', '"\\u0001"',
                         '["\\u0001xzzzzzzzzzzzzzzzz"]', '["\\u0001b@@@"]', '["\\u0001r1"]'}) do

@@ -231,6 +231,18 @@ local SHAPES = {
    end,
    fresh = fresh_strings,
    py = 'data = [(("the quick brown fox jumps over the lazy dog %d. " % i) * 300)[:10240] for i in range(1, 101)]'},
+  {name = "16 x 64 KiB of bytes, not UTF-8", build = function()
+     local t = {}
+     for i = 1, 16 do
+       local b = {}
+       for j = 1, 256 do b[j] = string.char((i * 7 + j * 13) % 256) end
+       t[i] = table.concat(b):rep(256)          -- JSON: base64 in a tagged leaf
+     end
+     return t
+   end,
+   fresh = fresh_strings,
+   py_note = "python json: n/a (bytes); pickle: the same bytes",
+   py = 'data = [bytes((i * 7 + j * 13) % 256 for j in range(1, 257)) * 256 for i in range(1, 17)]'},
   {name = "graph: 1000 nodes in rings of 10", build = graph(10), ctor = graph(10), check = iso,
    py = py_graph(10)},
   {name = "graph: 1000 nodes in one ring (deep)", build = graph(1000), ctor = graph(1000), check = iso,
