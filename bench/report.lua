@@ -42,4 +42,14 @@ function R.line(what, lmp_v, py_v, unit, better, goal)
   io.stdout:flush()
 end
 
+--- echo(conn): a Process target sending back every value it receives,
+-- until it receives false (the round-trip benchmarks' other end).
+function R.echo(conn)
+  while true do
+    local v = conn:recv()
+    if v == false then break end
+    conn:send(v)
+  end
+end
+
 return R

@@ -42,13 +42,7 @@ local py, c = {}, {}
 for k, v in arg[1]:gmatch("(%S+)=(%S+)") do py[k] = tonumber(v) end
 for k, v in arg[2]:gmatch("(%S+)=(%S+)") do c[k] = tonumber(v) end
 local a, b = lmp.Pipe()
-local p = lmp.Process{args = {b}, target = function(conn)
-  while true do
-    local v = conn:recv()
-    if v == false then break end
-    conn:send(v)
-  end
-end}
+local p = lmp.Process{args = {b}, target = R.echo}
 p:start()
 local n = 10000
 local t0 = lmp.time()

@@ -88,30 +88,28 @@ R.line("idle worker RSS" .. tag, rss, py.idle_rss_kb, "kB", "lower", "goal <= 0.
 R.line("idle worker PSS" .. tag, pss, py.idle_pss_kb, "kB", "lower", "goal <= 0.5x")
 pool:terminate()
 
--- Large values, first time: a fresh pool's first map of 60 strings of
--- 1 MiB there and back, then the same pool warm.
+-- Large values, first time: a fresh pool's first map of values there and
+-- back (MiB counts both ways), then the same pool warm; returns the warm time.
+local function cold_and_warm(what, values, mib, py_cold, py_warm)
+  local p = lmp.Pool{processes = 2, codec = codec}
+  local t0 = lmp.time()
+  p:map(noop, values)
+  local cold = lmp.time() - t0
+  local warm = R.time(function() p:map(noop, values) end)
+  p:terminate()
+  R.line("fresh Pool's first map of " .. what .. tag, mib / cold, py_cold, "MiB/s", "higher", "goal >= 2x")
+  R.line("same pool warm" .. tag, mib / warm, py_warm, "MiB/s", "higher")
+  return warm
+end
+
 do
   local blobs = {}
   for i = 1, 60 do blobs[i] = string.rep("x", 1 << 20) end
-  local p = lmp.Pool{processes = 2, codec = codec}
-  local t0 = lmp.time()
-  p:map(noop, blobs)
-  local cold = lmp.time() - t0
-  local warm = R.time(function() p:map(noop, blobs) end)
-  p:terminate()
-  R.line("fresh Pool's first map of 60 x 1 MiB strings" .. tag, 120 / cold, py.big_cold_mibs,
-    "MiB/s", "higher", "goal >= 2x")
-  R.line("same pool warm" .. tag, 120 / warm, py.big_warm_mibs, "MiB/s", "higher")
+  local warm = cold_and_warm("60 x 1 MiB strings", blobs, 120, py.big_cold_mibs, py.big_warm_mibs)
   -- its bound: the same 60 strings there and back through one warm Pipe
   -- to an echo process (each string is a frame, as in a pool's chunk)
   local a, b = lmp.Pipe{codec = codec}
-  local echo = lmp.Process{args = {b}, target = function(conn)
-    while true do
-      local v = conn:recv()
-      if v == false then break end
-      conn:send(v)
-    end
-  end}
+  local echo = lmp.Process{args = {b}, target = R.echo}
   echo:start()
   local function through_pipe()
     for i = 1, #blobs do a:send(blobs[i]); a:recv() end
@@ -125,7 +123,7 @@ do
 end
 
 -- The same with tables of numbers: 16 tables of 131072 floats (1 MiB of
--- doubles each), a fresh pool's first map, then warm.
+-- doubles each).
 do
   local tabs = {}
   for i = 1, 16 do
@@ -133,15 +131,7 @@ do
     for j = 1, 131072 do t[j] = i + j / 8 end
     tabs[i] = t
   end
-  local p = lmp.Pool{processes = 2, codec = codec}
-  local t0 = lmp.time()
-  p:map(noop, tabs)
-  local cold = lmp.time() - t0
-  local warm = R.time(function() p:map(noop, tabs) end)
-  p:terminate()
-  R.line("fresh Pool's first map of 16 x 128k floats" .. tag, 32 / cold, py.nums_cold_mibs,
-    "MiB/s", "higher", "goal >= 2x")
-  R.line("same pool warm" .. tag, 32 / warm, py.nums_warm_mibs, "MiB/s", "higher")
+  cold_and_warm("16 x 128k floats", tabs, 32, py.nums_cold_mibs, py.nums_warm_mibs)
 end
 
 R.line("Pool(2) start + close/join" .. tag, R.time(function()
