@@ -1,6 +1,7 @@
 /* lmp_aux.c -- helpers shared by every binding (see lmp_aux.h). */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <signal.h>
@@ -178,4 +179,87 @@ void lmp_newclass(lua_State *L, const char *tname, const luaL_Reg *meta,
     lua_pushstring(L, tname);
     lua_setfield(L, -2, "__name");
   }
+}
+
+/* ---- Bytes ---- */
+
+typedef struct lbytes {
+  char *p;       /* NULL once freed */
+  size_t n;
+} lbytes;
+
+static lbytes *check_bytes(lua_State *L, int idx) {
+  lbytes *b = (lbytes *)luaL_checkudata(L, idx, LMP_BYTES_MT);
+  if (!b->p && b->n) luaL_argerror(L, idx, "bytes already freed");
+  return b;
+}
+
+static int bytes_free(lua_State *L) {
+  lbytes *b = (lbytes *)luaL_checkudata(L, 1, LMP_BYTES_MT);
+  free(b->p);
+  b->p = NULL;
+  b->n = 1;      /* freed: a length no freed buffer has, see check_bytes */
+  return 0;
+}
+
+static int bytes_gc(lua_State *L) {
+  lbytes *b = (lbytes *)luaL_checkudata(L, 1, LMP_BYTES_MT);
+  free(b->p);
+  b->p = NULL;
+  return 0;
+}
+
+static int bytes_tostring(lua_State *L) {
+  lbytes *b = check_bytes(L, 1);
+  lua_pushlstring(L, b->p ? b->p : "", b->n);
+  return 1;
+}
+
+static int bytes_len(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)check_bytes(L, 1)->n);
+  return 1;
+}
+
+static int bytes_byte1(lua_State *L) {
+  lbytes *b = check_bytes(L, 1);
+  if (!b->n) return 0;
+  lua_pushinteger(L, (unsigned char)b->p[0]);
+  return 1;
+}
+
+static int bytes_name(lua_State *L) {
+  lbytes *b = (lbytes *)luaL_checkudata(L, 1, LMP_BYTES_MT);
+  if (!b->p && b->n) lua_pushliteral(L, "lmp.Bytes (freed)");
+  else lua_pushfstring(L, "lmp.Bytes (%d bytes)", (int)b->n);
+  return 1;
+}
+
+void lmp_bytes_push(lua_State *L, char *p, size_t n) {
+  static const luaL_Reg meta[] = {
+    {"__gc", bytes_gc}, {"__len", bytes_len}, {"__tostring", bytes_name}, {NULL, NULL}
+  };
+  static const luaL_Reg methods[] = {
+    {"free", bytes_free}, {"tostring", bytes_tostring}, {"byte1", bytes_byte1},
+    {NULL, NULL}
+  };
+  lbytes *b;
+  if (!lua_checkstack(L, 4)) { free(p); luaL_error(L, "stack overflow"); }
+  b = (lbytes *)lua_newuserdatauv_compat(L, sizeof *b);   /* (out of memory: p leaks) */
+  b->p = p;
+  b->n = p ? n : 0;
+  lmp_newclass(L, LMP_BYTES_MT, meta, methods);
+  lua_setmetatable(L, -2);
+}
+
+const char *lmp_bytes_check(lua_State *L, int idx, size_t *n) {
+  lbytes *b;
+  if (lua_type(L, idx) == LUA_TSTRING) return lua_tolstring(L, idx, n);
+  b = (lbytes *)luaL_testudata(L, idx, LMP_BYTES_MT);
+  if (!b) {
+    luaL_argerror(L, idx, lua_pushfstring(L, "string expected, got %s", luaL_typename(L, idx)));
+    return NULL;
+  }
+  if (!b->p && b->n) luaL_argerror(L, idx, "bytes already freed");
+  *n = b->n;
+  return b->p ? b->p : "";
 }

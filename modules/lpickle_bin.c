@@ -1256,7 +1256,7 @@ static void bdec_init(bdec *d, lua_State *L, const char *s, size_t n) {
 /* bloads(s [, nofunc [, classes]]) -> v */
 static int l_bloads(lua_State *L) {
   size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
+  const char *s = lmp_bytes_check(L, 1, &n);
   bdec d;
   lua_settop(L, 3);
   bdec_init(&d, L, s, n);
@@ -1280,7 +1280,7 @@ static lua_Integer slice_index(bdec *d, lua_Integer n) {
  * an intermediate table: how a pool files a chunk of results. */
 static int l_bloads_into(lua_State *L) {
   size_t len, narr, nhash, i;
-  const char *s = luaL_checklstring(L, 1, &len);
+  const char *s = lmp_bytes_check(L, 1, &len);
   lua_Integer off = luaL_checkinteger(L, 5), n = luaL_checkinteger(L, 6);
   bdec d;
   luaL_checktype(L, 4, LUA_TTABLE);

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "../core/clock.h"
@@ -189,7 +190,13 @@ static int p_step(lua_State *L) {
   return 1;
 }
 
-/* event() -> "done", slot, job, k, first, n, ok, payload
+/* A result payload this big comes as lmp.Bytes (lmp_aux.h), which the
+ * reader decodes in place and frees at once: a 1 MiB result copied into a
+ * string would be garbage that Lua keeps until its next collection, and
+ * the next one would land in fresh memory. */
+#define BYTES_MIN (64 * 1024)
+
+/* event() -> "done", slot, job, k, first, n, ok, payload (string or Bytes)
  *          | "exit", slot, job, k, first, n, lost  | nil */
 static int p_event(lua_State *L) {
   lmp_pool *p = check_open(L, 1);
@@ -206,7 +213,11 @@ static int p_event(lua_State *L) {
     return 7;
   }
   lua_pushboolean(L, ev.ok);
-  /* (a memory error in lua_pushlstring would leak this one payload) */
+  /* (a memory error while pushing would leak this one payload) */
+  if (ev.len >= BYTES_MIN) {       /* handed over as it is: no copy */
+    lmp_bytes_push(L, ev.payload, ev.len);
+    return 8;
+  }
   lua_pushlstring(L, ev.payload ? ev.payload : "", ev.len);
   lmp_pool_event_free(&ev);
   return 8;
@@ -263,6 +274,19 @@ static const char *msg_name(int type) {
  *         | "def", fid, payload | "forget", fid | "stop"
  *         | "idle" (nothing came within timeout)
  *         | nil (the master is gone) */
+/* A big chunk of arguments goes to the worker's Lua as lmp.Bytes (see
+ * BYTES_MIN): a copy still, as m.data lives in the reader's buffer, but
+ * one the worker frees once decoded, so the next chunk reuses it. */
+static void push_task_data(lua_State *L, const lmp_pool_msg *m) {
+  char *copy;
+  if (m->type == LMP_POOL_TASK && m->len >= BYTES_MIN && (copy = malloc(m->len))) {
+    memcpy(copy, m->data, m->len);
+    lmp_bytes_push(L, copy, m->len);
+    return;
+  }
+  lua_pushlstring(L, m->data ? m->data : "", m->len);
+}
+
 static int w_recv(lua_State *L) {
   wchan *w = check_wchan(L);
   lmp_pool_msg m;
@@ -281,7 +305,7 @@ static int w_recv(lua_State *L) {
   if (e < 0) return raise_errno(L, e, "worker recv");
   lua_pushstring(L, msg_name(m.type));
   lua_pushinteger(L, (lua_Integer)m.fid);
-  lua_pushlstring(L, m.data ? m.data : "", m.len);
+  push_task_data(L, &m);
   if (m.type != LMP_POOL_TASK) return 3;
   lua_pushinteger(L, (lua_Integer)m.cid);
   lua_pushinteger(L, (lua_Integer)m.first);

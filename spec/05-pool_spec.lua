@@ -34,6 +34,35 @@ describe("lmp.Pool", function()
     assert.truthy(tostring(e):find("table or number expected", 1, true), tostring(e))
   end)
 
+  it("moves big arguments and results (64 KiB and up travel as lmp.Bytes) in every path, both codecs, processes and threads", function()
+    local big = {}
+    for i = 1, 6 do big[i] = string.rep(string.char(64 + i), 70000 + i) .. "\255" end  -- not UTF-8 either
+    local function twice(s) return s .. s end
+    local function fails(s) error("too big: " .. s:sub(1, 3) .. string.rep("!", 100000)) end
+    for _, make in ipairs{lmp.Pool, lmp.ThreadPool} do
+      for _, codec in ipairs{"json", "binary"} do
+        local p = make{processes = 2, threads = 2, codec = codec}
+        local r = p:map(twice, big, 2)                      -- chunks of 2: > 64 KiB each way
+        for i = 1, 6 do assert.equal(big[i] .. big[i], r[i], codec .. " map " .. i) end
+        assert.equal(big[3] .. big[3], p:apply(twice, {big[3]}))
+        local seen = {}
+        for v in p:imap_unordered(twice, big, 3) do seen[#seen + 1] = v end
+        table.sort(seen)
+        assert.equal(6, #seen)
+        assert.equal(big[1] .. big[1], seen[1])
+        local ok, e = pcall(p.map, p, fails, big, 2)
+        assert.is_false(ok)
+        assert.is_true(lmp.is_error(e, "remote"), tostring(e))
+        local msg = tostring(e.message)
+        assert.truthy(msg:find("too big: (%u)%1%1!!!!!!!!!!"), codec)
+        assert.is_true(#msg > 100000, codec)
+        assert.same({2, 4}, p:map(function(x) return 2 * x end, {1, 2}))   -- still serving
+        p:close()
+        assert.is_true(p:join(10))
+      end
+    end
+  end)
+
   it("runs closures with their upvalues", function()
     local k, t = 10, {base = 5}
     assert.equal(20, pool:apply(function(x) return x + k + t.base end, {5}))

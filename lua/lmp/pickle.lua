@@ -517,6 +517,14 @@ local function loads_any(s, nofunc)
   return loads_json(s, nofunc)
 end
 
+--- _loads_payload(p) -> v: loads of a string, or of an lmp.Bytes (a
+-- pool's big payload, read in place in the binary form; the caller frees it).
+function M._loads_payload(p)
+  if type(p) == "string" then return loads_any(p, false) end
+  if p:byte1() == BINARY_MAGIC then return bloads(p, false, classes) end
+  return loads_json(p:tostring(), false)
+end
+
 --- loads(s [, opts]) -> v. Reads either format. opts.functions = false
 -- refuses functions (and modules not yet loaded) with a pickle error.
 function M.loads(s, opts)
@@ -663,9 +671,15 @@ end
 
 --- loads_into(s, out, offset, n): s holds a list of at most n items (the
 -- pickle of a table whose keys are in 1..n); item i is stored in
--- out[offset + i]. A pool files a chunk of results this way.
+-- out[offset + i]. A pool files a chunk of results this way. s may be
+-- an lmp.Bytes (a pool's big payload), read in place in the binary form.
 function M.loads_into(s, out, offset, n)
-  if byte(s, 1) == BINARY_MAGIC then return bloads_into(s, false, classes, out, offset, n) end
+  if type(s) ~= "string" then
+    if s:byte1() == BINARY_MAGIC then return bloads_into(s, false, classes, out, offset, n) end
+    s = s:tostring()
+  elseif byte(s, 1) == BINARY_MAGIC then
+    return bloads_into(s, false, classes, out, offset, n)
+  end
   local t = loads_json(s, false)
   if type(t) ~= "table" then raise("malformed input: not a list") end
   for i = 1, n do out[offset + i] = t[i] end

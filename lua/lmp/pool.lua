@@ -30,7 +30,7 @@ local M = {}
 local my_pid = proc.getpid()
 local function getpid() return my_pid end
 local unpack = table.unpack or unpack
-local loads, loads_into = pickle.loads, pickle.loads_into
+local loads, loads_into = pickle._loads_payload, pickle.loads_into
 -- Every live pool of this Lua state: _poll_all and _fileno_all (the C
 -- host's lmp_poll and lmp_fileno, modules/lembed.c) drive what is here, so
 -- any pool made by _new_pool (ThreadPool too) joins a host's loop.
@@ -110,6 +110,7 @@ function M._worker_main(fd, info)
       busy = true
       local f, results, err = fns[fid], nil, nil
       local okl, args = pcall(loads, data)
+      if type(data) ~= "string" then data:free() end     -- lmp.Bytes: done with
       if not f or not okl then
         err = {message = not f and (bad[fid] or "function unknown to the worker")
                  or "cannot unpickle the arguments: " .. tostring(args),
@@ -395,6 +396,9 @@ function Pool:_events()
     if not kind then return end
     if kind == "done" then
       local job = self.jobs[jobid]
+      -- a big payload is lmp.Bytes: a map reads it in place, and it is
+      -- freed here at once (not at Lua's next collection)
+      local bytes = type(payload) ~= "string" and payload
       if job then
         job._nchunks = (job._nchunks or 0) + 1
         if ok and job._on_payload then
@@ -406,6 +410,7 @@ function Pool:_events()
           job:_on_chunk(k, first, n, nil, remote_error(loads(payload), w and w.name or "?"))
         end
       end
+      if bytes then bytes:free() end
     else
       self:_on_exit(slot, jobid, k, first, n, ok)
     end
