@@ -271,6 +271,19 @@ describe("spawn and the main script's modules", function()
 end)
 
 describe("process helpers", function()
+  it("a context's functions work called with . as in Python and with : as Lua users write them", function()
+    local ctx = lmp.get_context("spawn")
+    assert.equal(ctx, ctx:get_context())
+    assert.equal("fork", ctx:get_context("fork"):get_start_method())
+    for _, q in ipairs{ctx.Queue(), ctx:Queue()} do
+      local p = ctx:Process{target = function(qq) qq:put("from " .. lmp.get_start_method()) end, args = {q}}
+      p:start()
+      assert.equal("from spawn", q:get(20))
+      assert.is_true(p:join(20))
+      assert.equal(0, p.exitcode)
+    end
+  end)
+
   it("cpu_count is a positive integer", function()
     local n = lmp.cpu_count()
     assert.is_true(n >= 1 and n % 1 == 0)

@@ -607,7 +607,8 @@ function M.get_context(method)
   local ctx = {start_method = method}
   function ctx.get_start_method() return method end
   -- Python: a context is its own context, and its method is fixed
-  function ctx.get_context(m)
+  function ctx.get_context(m, m2)
+    if rawequal(m, ctx) then m = m2 end     -- ctx:get_context(...)
     if m == nil then return ctx end
     return M.get_context(m)
   end
@@ -617,9 +618,9 @@ function M.get_context(method)
   setmetatable(ctx, {__index = function(t, name)
     local v = require("lmp")[name]
     if type(v) ~= "function" then return v end
-    local f = v
+    local g = v
     if takes_context[name] then
-      f = function(o, ...)
+      g = function(o, ...)
         if o == nil then o = {} end
         if type(o) == "table" and o.context == nil then
           local c = {}
@@ -629,6 +630,11 @@ function M.get_context(method)
         end
         return v(o, ...)
       end
+    end
+    -- Python writes ctx.Queue(); in Lua ctx:Queue() comes as naturally
+    local function f(first, ...)
+      if rawequal(first, t) then return g(...) end
+      return g(first, ...)
     end
     rawset(t, name, f)
     return f
