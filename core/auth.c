@@ -124,19 +124,17 @@ static void feed_parts(SHA256_CTX *c, const lmp_auth_part *parts, size_t n) {
   OPENSSL_cleanse(buf, sizeof buf);
 }
 
-int lmp_auth_mac(unsigned char out[LMP_AUTH_MAC], const void *key,
-                 size_t keylen, const lmp_auth_part *parts, size_t n) {
+void lmp_auth_mac(unsigned char out[LMP_AUTH_MAC], const void *key,
+                  size_t keylen, const lmp_auth_part *parts, size_t n) {
   lmp_auth_key k;
-  int rc;
-  if ((rc = lmp_auth_key_init(&k, key, keylen)) < 0) return rc;
+  lmp_auth_key_init(&k, key, keylen);
   lmp_auth_key_mac(out, &k, parts, n);
   lmp_auth_key_clear(&k);
-  return 0;
 }
 
 /* HMAC's key schedule (RFC 2104): a key longer than a block is hashed
  * first; the inner and outer hashes start from key ^ ipad and key ^ opad. */
-int lmp_auth_key_init(lmp_auth_key *k, const void *key, size_t keylen) {
+void lmp_auth_key_init(lmp_auth_key *k, const void *key, size_t keylen) {
   unsigned char kb[SHA256_CBLOCK], pad[SHA256_CBLOCK];
   size_t i;
   memset(kb, 0, sizeof kb);
@@ -150,7 +148,6 @@ int lmp_auth_key_init(lmp_auth_key *k, const void *key, size_t keylen) {
   SHA256_Update(&k->out, pad, sizeof pad);
   OPENSSL_cleanse(kb, sizeof kb);
   OPENSSL_cleanse(pad, sizeof pad);
-  return 0;
 }
 
 void lmp_auth_key_clear(lmp_auth_key *k) {

@@ -64,14 +64,15 @@ int lmp_auth_srv_step(lmp_auth_srv *a, int fd, const void *key, size_t keylen);
  *
  * out = HMAC-SHA256(key, frame(part 1) ... frame(part n)), where a frame
  * is the part's length as 8 big-endian bytes, then its bytes: parts
- * cannot be re-cut (("ab", "c") and ("a", "bc") differ). 0 or -ENOSYS. */
+ * cannot be re-cut (("ab", "c") and ("a", "bc") differ). Cannot fail:
+ * OpenSSL's SHA-256 needs no start-up, unlike libsodium. */
 typedef struct lmp_auth_part {
   const void *p;
   size_t len;
 } lmp_auth_part;
 
-int lmp_auth_mac(unsigned char out[LMP_AUTH_MAC], const void *key,
-                 size_t keylen, const lmp_auth_part *parts, size_t n);
+void lmp_auth_mac(unsigned char out[LMP_AUTH_MAC], const void *key,
+                  size_t keylen, const lmp_auth_part *parts, size_t n);
 
 /* A key whose HMAC state is computed once: a MAC with it skips the two
  * hash blocks of the key pads (a third of a small message's cost). The
@@ -82,8 +83,8 @@ typedef struct lmp_auth_key {
   SHA256_CTX in, out;    /* after the ipad / opad block */
 } lmp_auth_key;
 
-/* 0 or -ENOSYS. lmp_auth_key_clear wipes it. */
-int lmp_auth_key_init(lmp_auth_key *k, const void *key, size_t keylen);
+/* lmp_auth_key_clear wipes it. */
+void lmp_auth_key_init(lmp_auth_key *k, const void *key, size_t keylen);
 void lmp_auth_key_clear(lmp_auth_key *k);
 void lmp_auth_key_mac(unsigned char out[LMP_AUTH_MAC], const lmp_auth_key *k,
                       const lmp_auth_part *parts, size_t n);

@@ -17,7 +17,7 @@
 static lmp_auth_key *new_key(lua_State *L, const char *bytes, size_t len) {
   lmp_auth_key *k = (lmp_auth_key *)lua_newuserdatauv_compat(L, sizeof *k);
   luaL_setmetatable(L, KEY_MT);
-  if (lmp_auth_key_init(k, bytes, len) < 0) luaL_error(L, "libsodium failed to start");
+  lmp_auth_key_init(k, bytes, len);
   return k;
 }
 
