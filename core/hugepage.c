@@ -26,10 +26,14 @@ static void restore(const char *saved) {
 /* The second start: remember the entries for children, then restore. */
 static void second_start(const char *saved) {
   const char *tun = getenv("GLIBC_TUNABLES");
-  if (tun && asprintf(&child_entries[0], "GLIBC_TUNABLES=%s", tun) >= 0 &&
-      asprintf(&child_entries[1], SAVED "=%s", saved) < 0) {
-    free(child_entries[0]);
-    child_entries[0] = NULL;
+  char *e0, *e1;     /* (asprintf leaves its pointer undefined on failure) */
+  if (tun && asprintf(&e0, "GLIBC_TUNABLES=%s", tun) >= 0) {
+    if (asprintf(&e1, SAVED "=%s", saved) >= 0) {
+      child_entries[0] = e0;
+      child_entries[1] = e1;
+    } else {
+      free(e0);
+    }
   }
   restore(saved);
 }
