@@ -184,34 +184,35 @@ void lmp_newclass(lua_State *L, const char *tname, const luaL_Reg *meta,
 /* ---- Bytes ---- */
 
 typedef struct lbytes {
-  char *p;       /* NULL once freed */
+  char *p;       /* may be NULL when n is 0 */
   size_t n;
+  int freed;
 } lbytes;
+
+/* The bytes of the live Bytes b at idx (raises once freed). */
+static const char *live_bytes(lua_State *L, int idx, const lbytes *b) {
+  if (b->freed) luaL_argerror(L, idx, "bytes already freed");
+  return b->p ? b->p : "";
+}
 
 static lbytes *check_bytes(lua_State *L, int idx) {
   lbytes *b = (lbytes *)luaL_checkudata(L, idx, LMP_BYTES_MT);
-  if (!b->p && b->n) luaL_argerror(L, idx, "bytes already freed");
+  live_bytes(L, idx, b);
   return b;
 }
 
+/* b:free(), and __gc: idempotent */
 static int bytes_free(lua_State *L) {
   lbytes *b = (lbytes *)luaL_checkudata(L, 1, LMP_BYTES_MT);
   free(b->p);
   b->p = NULL;
-  b->n = 1;      /* freed: a length no freed buffer has, see check_bytes */
-  return 0;
-}
-
-static int bytes_gc(lua_State *L) {
-  lbytes *b = (lbytes *)luaL_checkudata(L, 1, LMP_BYTES_MT);
-  free(b->p);
-  b->p = NULL;
+  b->freed = 1;
   return 0;
 }
 
 static int bytes_tostring(lua_State *L) {
-  lbytes *b = check_bytes(L, 1);
-  lua_pushlstring(L, b->p ? b->p : "", b->n);
+  lbytes *b = (lbytes *)luaL_checkudata(L, 1, LMP_BYTES_MT);
+  lua_pushlstring(L, live_bytes(L, 1, b), b->n);
   return 1;
 }
 
@@ -229,14 +230,14 @@ static int bytes_byte1(lua_State *L) {
 
 static int bytes_name(lua_State *L) {
   lbytes *b = (lbytes *)luaL_checkudata(L, 1, LMP_BYTES_MT);
-  if (!b->p && b->n) lua_pushliteral(L, "lmp.Bytes (freed)");
+  if (b->freed) lua_pushliteral(L, "lmp.Bytes (freed)");
   else lua_pushfstring(L, "lmp.Bytes (%d bytes)", (int)b->n);
   return 1;
 }
 
 void lmp_bytes_push(lua_State *L, char *p, size_t n) {
   static const luaL_Reg meta[] = {
-    {"__gc", bytes_gc}, {"__len", bytes_len}, {"__tostring", bytes_name}, {NULL, NULL}
+    {"__gc", bytes_free}, {"__len", bytes_len}, {"__tostring", bytes_name}, {NULL, NULL}
   };
   static const luaL_Reg methods[] = {
     {"free", bytes_free}, {"tostring", bytes_tostring}, {"byte1", bytes_byte1},
@@ -247,6 +248,7 @@ void lmp_bytes_push(lua_State *L, char *p, size_t n) {
   b = (lbytes *)lua_newuserdatauv_compat(L, sizeof *b);   /* (out of memory: p leaks) */
   b->p = p;
   b->n = p ? n : 0;
+  b->freed = 0;
   lmp_newclass(L, LMP_BYTES_MT, meta, methods);
   lua_setmetatable(L, -2);
 }
@@ -259,7 +261,6 @@ const char *lmp_bytes_check(lua_State *L, int idx, size_t *n) {
     luaL_argerror(L, idx, lua_pushfstring(L, "string expected, got %s", luaL_typename(L, idx)));
     return NULL;
   }
-  if (!b->p && b->n) luaL_argerror(L, idx, "bytes already freed");
   *n = b->n;
-  return b->p ? b->p : "";
+  return live_bytes(L, idx, b);
 }

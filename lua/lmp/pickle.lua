@@ -517,12 +517,22 @@ local function loads_any(s, nofunc)
   return loads_json(s, nofunc)
 end
 
---- _loads_payload(p) -> v: loads of a string, or of an lmp.Bytes (a
--- pool's big payload, read in place in the binary form; the caller frees it).
+-- A pool's payload: a string, or an lmp.Bytes (a big one, which the
+-- binary decoders read in place; JSON needs it as a string).
+local function first_byte(p)
+  if type(p) == "string" then return byte(p, 1) end
+  return p:byte1()
+end
+local function as_string(p)
+  if type(p) == "string" then return p end
+  return p:tostring()
+end
+
+--- _loads_payload(p) -> v: loads of a pool's payload (the caller frees
+-- an lmp.Bytes).
 function M._loads_payload(p)
-  if type(p) == "string" then return loads_any(p, false) end
-  if p:byte1() == BINARY_MAGIC then return bloads(p, false, classes) end
-  return loads_json(p:tostring(), false)
+  if first_byte(p) == BINARY_MAGIC then return bloads(p, false, classes) end
+  return loads_json(as_string(p), false)
 end
 
 --- loads(s [, opts]) -> v. Reads either format. opts.functions = false
@@ -674,13 +684,8 @@ end
 -- out[offset + i]. A pool files a chunk of results this way. s may be
 -- an lmp.Bytes (a pool's big payload), read in place in the binary form.
 function M.loads_into(s, out, offset, n)
-  if type(s) ~= "string" then
-    if s:byte1() == BINARY_MAGIC then return bloads_into(s, false, classes, out, offset, n) end
-    s = s:tostring()
-  elseif byte(s, 1) == BINARY_MAGIC then
-    return bloads_into(s, false, classes, out, offset, n)
-  end
-  local t = loads_json(s, false)
+  if first_byte(s) == BINARY_MAGIC then return bloads_into(s, false, classes, out, offset, n) end
+  local t = loads_json(as_string(s), false)
   if type(t) ~= "table" then raise("malformed input: not a list") end
   for i = 1, n do out[offset + i] = t[i] end
 end
