@@ -23,8 +23,8 @@ static int l_time(lua_State *L) {
 
 /* new_table(narr [, nrec]): a table with room for narr list items and
  * nrec other keys (LuaJIT's table.new). A map's results filled into {}
- * made Lua regrow and rehash the table 17 times for 100k items: a third
- * of the master's time in a binary map of tiny tasks. */
+ * made Lua regrow and rehash the table 17 times for 100k items: half
+ * the master's CPU in a binary map of tiny tasks. */
 static int l_new_table(lua_State *L) {
   lua_Integer narr = luaL_checkinteger(L, 1), nrec = luaL_optinteger(L, 2, 0);
   luaL_argcheck(L, narr >= 0 && narr <= (1 << 26), 1, "out of range (0 to 2^26)");

@@ -62,9 +62,17 @@ end
 -- gives free memory back to the system (once per idle spell).
 local IDLE_SECS = 0.1
 
+-- A table for n results, sized up front: filled from {}, Lua regrows and
+-- rehashes it about log2(n) times. new_table refuses more than 2^26 slots;
+-- a longer list grows from there.
+local function result_list(n)
+  return core.new_table(math.min(n, 67108864))
+end
+M._result_list = result_list
+
 -- Runs f over a chunk inside one xpcall; on error, i tells which item.
 local function run_chunk(f, args, n, star, first, who)
-  local results, i = core.new_table(math.min(n, 67108864)), 0
+  local results, i = result_list(n), 0
   local ok, err = xpcall(function()
     if star then
       for j = 1, n do
@@ -574,7 +582,7 @@ function Pool:_map_async(fname, fn, list, cs_or_opts, opts, star)
   end
   -- callbacks may come in the options table given in chunksize's place
   local job = self:_new_job(fname, opts or (type(cs_or_opts) == "table" and cs_or_opts or nil))
-  job._results, job._on_chunk, job._done, job._n = core.new_table(math.min(n, 67108864)), map_chunk, 0, n
+  job._results, job._on_chunk, job._done, job._n = result_list(n), map_chunk, 0, n
   job._on_payload = map_payload
   job._progress = o.progress and CP.isatty(2) or false
   job._t0 = core.time()

@@ -272,6 +272,7 @@ end
 -- Pool's AsyncResult (ready, successful, wait, get, callbacks), except
 -- that a task handed to Redis cannot be cancelled: a worker may run it.
 local AsyncResult = setmetatable({}, {__index = require("lmp.pool").AsyncResult})
+local result_list = require("lmp.pool")._result_list
 AsyncResult.__index = AsyncResult
 
 --- cancel() -> false.
@@ -492,7 +493,7 @@ function RedisPool:_map_async(fname, fn, list, chunksize, opts, star)
   chunksize = check_chunksize(chunksize, fname)
   local n = #list
   local job = self:_new_job(fname, opts)
-  job._results, job._on_chunk, job._left = core.new_table(math.min(n, 67108864)), map_chunk, 0
+  job._results, job._on_chunk, job._left = result_list(n), map_chunk, 0
   local fbytes = self._dumps(fn, "function")
   local cmds, tids = {}, {}
   for first = 1, n, chunksize do
