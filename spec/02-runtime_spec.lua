@@ -108,10 +108,16 @@ describe("the lmp runtime", function()
       local lmp = require "lmp"
       local function probe()
         local big = string.rep("x", 64 * 1024 * 1024)
+        local ffi, block = jit and require "ffi"
+        if ffi then   -- LuaJIT's strings are not malloc's: ask malloc itself
+          pcall(ffi.cdef, "void *malloc(size_t); void free(void *);")
+          block = ffi.C.malloc(#big)
+        end
         local hg = 0      -- mappings advised MADV_HUGEPAGE ("hg" in VmFlags)
         for l in io.lines("/proc/self/smaps") do
           if l:match("^VmFlags:.* hg") then hg = hg + 1 end
         end
+        if block then ffi.C.free(block) end
         return (hg > 0 and "huge" or "plain") .. " " .. tostring(os.getenv("GLIBC_TUNABLES")) ..
           " " .. tostring(os.getenv("LMP_MALLOC_SAVED_TUNABLES")) .. " " .. #big
       end
