@@ -237,16 +237,21 @@ static void seg_push(benc *e, int kind, int idx, lua_Integer i, const char *s) {
 
 /* ---- output ---- */
 
-static char *reserve(benc *e, size_t n) {
-  if (e->cap - e->len < n) {
-    size_t ncap = e->cap ? e->cap : 1024;
-    char *nb;
-    while (ncap - e->len < n) ncap *= 2;
-    nb = (char *)realloc(e->buf, ncap);
-    if (!nb) luaL_error(e->L, "not enough memory");
-    e->buf = nb;
-    e->cap = ncap;
-  }
+static char *grow(benc *e, size_t n) {
+  size_t ncap = e->cap ? e->cap : 1024;
+  char *nb;
+  while (ncap - e->len < n) ncap *= 2;
+  nb = (char *)realloc(e->buf, ncap);
+  if (!nb) luaL_error(e->L, "not enough memory");
+  e->buf = nb;
+  e->cap = ncap;
+  return e->buf + e->len;
+}
+
+/* Room for n more bytes; the check is inline, growing is not (a float
+ * list calls this once per item). */
+static inline char *reserve(benc *e, size_t n) {
+  if (e->cap - e->len < n) return grow(e, n);
   return e->buf + e->len;
 }
 
@@ -316,11 +321,15 @@ static int number_parts(lua_State *L, int idx, int64_t *i, double *x) {
 }
 
 static void put_f8(benc *e, double x) {
-  uint64_t u;
   unsigned char *p = (unsigned char *)reserve(e, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  memcpy(p, &x, 8);                   /* the format's order already */
+#else
+  uint64_t u;
   int k;
   memcpy(&u, &x, 8);
   for (k = 0; k < 8; k++) p[k] = (unsigned char)(u >> (8 * k));
+#endif
   e->len += 8;
 }
 
@@ -504,7 +513,20 @@ static void enc_item(benc *e, run *r, int idx, int depth) {
   if (r->width && lua_type(L, idx) == LUA_TNUMBER) {
     int64_t i;
     double x;
-    int kind = number_parts(L, idx, &i, &x) ? B_IRUN : B_FRUN;
+    int kind;
+#if LUA_VERSION_NUM >= 503
+    /* in a float run, a fraction proves a float with one call (an
+     * integer subtype is never fractional); the cast is safe in range */
+    if (r->kind == B_FRUN) {
+      x = lua_tonumber(L, idx);
+      if (x > -9.2e18 && x < 9.2e18 && (double)(int64_t)x != x) {
+        put_f8(e, x);
+        r->n++;
+        return;
+      }
+    }
+#endif
+    kind = number_parts(L, idx, &i, &x) ? B_IRUN : B_FRUN;
     if (r->kind != kind) {
       run_close(e, r);
       put_byte(e, kind);

@@ -497,6 +497,20 @@ describe("lmp.pickle binary typed runs (format 2)", function()
     end
   end)
 
+  it("keeps each number's type where a float run meets integers and huge floats", function()
+    -- a float run reads each item as a float first; integral values,
+    -- however large, must still be told apart by their type
+    local v = {}
+    for i = 1, 10 do v[i] = i + 0.5 end
+    local tail = {3, 3.0, -0.0, big, small, 2^63, -(2^63), 1e19, -9.3e18, 9.2e18, 0.5, 1 / 0, 7}
+    if has_int then
+      tail[1], tail[13] = math.tointeger(3), math.tointeger(7)
+      tail[#tail + 1] = math.tointeger(9200000000000000000)   -- an integer near the cast's bound
+    end
+    for _, x in ipairs(tail) do v[#v + 1] = x end
+    same_numbers(v, pickle.loads(pickle.dumps(v, B)))
+  end)
+
   it("keeps NaN payloads and the sign of -0.0 bit for bit (5.3+)", function()
     if not string.pack then return end        -- 5.1/LuaJIT: no way to see the bits
     local bits = {"\1\0\0\0\0\0\248\127", "\0\0\0\0\0\0\248\255", "\0\0\0\0\0\0\0\128"}
