@@ -86,6 +86,25 @@ describe("lmp.Pool", function()
     assert.same({}, pool:map(function(x) return x end, {}))
   end)
 
+  it("sends big items one per chunk by default, and tiny ones in Python's chunks after the first", function()
+    -- white-box: _left is the count of chunks not yet back, read before
+    -- the loop runs. 16 items on 2 workers: Python's chunksize is 2.
+    local id = function(x) return x end
+    local big, tiny = {}, {}
+    for i = 1, 16 do big[i] = string.rep(string.char(64 + i), 1048576); tiny[i] = i end
+    local rb = pool:map_async(id, big)
+    assert.equal(16, rb._left)                 -- 1 MiB each: alone
+    local rt = pool:map_async(id, tiny)
+    assert.equal(1 + 8, rt._left)              -- item 1 alone, then pairs
+    local rx = pool:map_async(id, big, 4)      -- a chunksize given is kept
+    assert.equal(4, rx._left)
+    assert.same(tiny, rt:get(20))
+    for _, r in ipairs{rb, rx} do
+      local got = r:get(20)
+      for i = 1, 16 do assert.is_true(got[i] == big[i], "item " .. i) end
+    end
+  end)
+
   -- CPython _TestPool.test_map_async / test_empty_iterable: map, map_async,
   -- imap and imap_unordered of nothing give nothing, at once. Run in a
   -- child under a time limit: before the fix imap over {} never returned.
