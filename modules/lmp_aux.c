@@ -228,6 +228,17 @@ static int bytes_byte1(lua_State *L) {
   return 1;
 }
 
+/* b:sub(i, j): as string.sub, for positive i <= j (a pool's frame parts) */
+static int bytes_sub(lua_State *L) {
+  lbytes *b = check_bytes(L, 1);
+  lua_Integer i = luaL_checkinteger(L, 2), j = luaL_checkinteger(L, 3);
+  if (i < 1) i = 1;
+  if (j > (lua_Integer)b->n) j = (lua_Integer)b->n;
+  if (i > j) lua_pushliteral(L, "");
+  else lua_pushlstring(L, b->p + i - 1, (size_t)(j - i + 1));
+  return 1;
+}
+
 static int bytes_name(lua_State *L) {
   lbytes *b = (lbytes *)luaL_checkudata(L, 1, LMP_BYTES_MT);
   if (b->freed) lua_pushliteral(L, "lmp.Bytes (freed)");
@@ -241,7 +252,7 @@ void lmp_bytes_push(lua_State *L, char *p, size_t n) {
   };
   static const luaL_Reg methods[] = {
     {"free", bytes_free}, {"tostring", bytes_tostring}, {"byte1", bytes_byte1},
-    {NULL, NULL}
+    {"sub", bytes_sub}, {NULL, NULL}
   };
   lbytes *b;
   if (!lua_checkstack(L, 4)) { free(p); luaL_error(L, "stack overflow"); }

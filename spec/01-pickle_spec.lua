@@ -674,3 +674,75 @@ describe("lmp.pickle JSON: plain data with tagged leaves", function()
     end
   end)
 end)
+
+describe("lmp.pickle JSON lists with big strings out of band (a pool's chunks)", function()
+  local K = 65536
+  local enc = pickle.list_encoder("json")
+  local function bytes(n, seed)             -- not UTF-8, NULs included
+    local t = {}
+    for i = 1, 256 do t[i] = string.char((i * seed) % 256) end
+    return (table.concat(t):rep(math.ceil(n / 256))):sub(1, n)
+  end
+
+  it("carries strings of 64 KiB and more raw, keeps the rest JSON, and round-trips exactly", function()
+    local list = {"small", bytes(K, 7), bytes(K - 1, 3), nil, {a = 1, b = {2.5, "x"}},
+                  "\1" .. string.rep("y", K), 42, string.rep("é", K)}
+    local want = {}
+    for i = 1, 8 do want[i] = list[i] end
+    local s = enc(list, 8, "args")
+    assert.equal(0xB2, s:byte(1))
+    -- the JSON part holds the small items; the three big ones follow raw
+    local head = s:match("^\178([^\n]*)\n")
+    assert.equal("2 " .. K .. " 6 " .. (K + 1) .. " 8 " .. 2 * K, head:match("^%d+ (.*)$"))
+    -- raw, not base64: the JSON part is the small items and the one
+    -- non-UTF-8 string under 64 KiB (base64, 4/3 of it)
+    local jlen = tonumber(head:match("^%d+"))
+    assert.is_true(jlen < (K - 1) * 4 / 3 * 1.1, "JSON part of " .. jlen)  -- (cjson writes "/" as "\\/")
+    assert.equal(#head + 2 + jlen + 4 * K + 1, #s)
+    local back = pickle.loads(s)
+    for i = 1, 8 do assert.is_true(H.deep_equal(want[i], back[i]), "item " .. i) end
+    assert.is_nil(back[4])
+  end)
+
+  it("writes plain JSON when no item is big, and lists of only big strings", function()
+    local s = enc({1, "two", 3.5}, 3)
+    assert.equal("[", s:sub(1, 1))
+    assert.same({1, "two", 3.5}, pickle.loads(s))
+    local a, b = bytes(K, 5), bytes(2 * K, 9)
+    local back = pickle.loads(enc({a, b}, 2))
+    assert.is_true(back[1] == a and back[2] == b)
+  end)
+
+  it("refuses damaged lists with a pickle error, never a crash", function()
+    local s = enc({"x", bytes(K, 11), 7}, 3)
+    local nl = s:find("\n", 1, true)
+    for _, bad in ipairs{
+      s:sub(1, -2),                                  -- one byte short
+      s .. "z",                                      -- one byte over
+      "\178" .. string.rep("9", 5000),               -- a header that never ends
+      "\178x\n[]",                                   -- not a number
+      "\1782 0 1\n[]z",                              -- index 0
+      "\1782 1 1 1 1\n[]zz",                         -- an index twice
+      "\1784 1 1\n[1,2z",                            -- a JSON part that is cut
+      "\1781 1 1\n7z",                               -- not a list
+      s:sub(1, nl) .. "!" .. s:sub(nl + 2),          -- bad JSON
+    } do
+      pickle_error(pickle.loads, bad)
+    end
+    -- random corruption: an error or a value, never anything else
+    math.randomseed(17)
+    for _ = 1, 300 do
+      local i = math.random(1, math.min(#s, nl + 40))
+      local m = s:sub(1, i - 1) .. string.char(math.random(0, 255)) .. s:sub(i + 1)
+      local ok, e = pcall(pickle.loads, m)
+      assert.is_true(ok or lmp.is_error(e, "pickle"), tostring(e))
+    end
+  end)
+
+  it("leaves the binary form's lists as they were", function()
+    local big = bytes(K, 13)
+    local s = pickle.list_encoder("binary")({big, 1}, 2)
+    assert.equal(0xB1, s:byte(1))
+    assert.same({big, 1}, pickle.loads(s))
+  end)
+end)

@@ -105,6 +105,37 @@ describe("lmp.Pool", function()
     end
   end)
 
+  it("moves big strings exactly through a JSON pool, both ways, in map and imap", function()
+    local p = lmp.Pool{processes = 2, codec = "json"}
+    local items = {}
+    for i = 1, 12 do
+      if i % 3 == 0 then items[i] = i                                  -- small
+      else items[i] = string.char(i % 2 == 0 and 200 or 1) .. string.rep(string.char(i, 0, 255), 30000) end
+    end
+    local function twice(x)                   -- a big result from a small item too
+      if type(x) == "number" then return string.rep("n", 70000 + x) end
+      return x .. x
+    end
+    local function check(got, i)
+      local want = type(items[i]) == "number" and string.rep("n", 70000 + items[i]) or items[i] .. items[i]
+      assert.is_true(got == want, "item " .. i)
+    end
+    local r = p:map(twice, items)
+    for i = 1, 12 do check(r[i], i) end
+    local i, k = 0, 0
+    local function source()                   -- lazy input: imap's own chunks
+      i = i + 1
+      return items[i]
+    end
+    for v in p:imap(twice, source, 2, 20) do
+      k = k + 1
+      check(v, k)
+    end
+    assert.equal(12, k)
+    p:close()
+    assert.is_true(p:join(20))
+  end)
+
   -- CPython _TestPool.test_map_async / test_empty_iterable: map, map_async,
   -- imap and imap_unordered of nothing give nothing, at once. Run in a
   -- child under a time limit: before the fix imap over {} never returned.

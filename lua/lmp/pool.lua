@@ -100,7 +100,8 @@ end
 function M._worker_main(fd, info)
   local ch = CP.worker(fd)
   local recv, send = ch.recv, ch.send
-  local dumps = pickle.encoder(info.codec or pickle.default_codec())
+  local codec = info.codec or pickle.default_codec()
+  local dumps, dumps_list = pickle.encoder(codec), pickle.list_encoder(codec)
   local who = info.name or P.current_process().name
   if info.initializer then
     info.initializer(unpack(info.initargs or {}))
@@ -126,7 +127,9 @@ function M._worker_main(fd, info)
       else
         results, err = run_chunk(f, args, n, flags == F_STAR, first, who)
       end
-      local okd, out = pcall(dumps, err or results, "result")
+      local okd, out
+      if err then okd, out = pcall(dumps, err, "result")
+      else okd, out = pcall(dumps_list, results, n, "result") end
       if not okd then
         err = {message = tostring(type(out) == "table" and out.message or out),
                kind = "pickle", index = first, worker = who}
@@ -311,6 +314,7 @@ function M._new_pool(opts, launcher)
     _info = {codec = codec, initializer = opts.initializer,
              initargs = opts.initargs, maxtasks = maxt},
     _dumps = pickle.encoder(codec), _slice = pickle.slice_encoder(codec),
+    _list = pickle.list_encoder(codec),
     core = CP.new(n, maxt or 0), workers = {}, jobs = {}, feeders = {},
     fn_ids = setmetatable({}, {__mode = "k"}), next_fid = 0, next_job = 0,
   }, M._pool_mt)
@@ -674,7 +678,7 @@ function Pool:_imap(fname, fn, src, chunksize, timeout, ordered)
   job._chunks, job._errors, job._arrived, job._narrived = {}, {}, {}, 0
   job._on_chunk = imap_chunk
   local fid, k, first, exhausted = self:_fid(fn), 0, 1, false
-  local pool, dumps, c = self, self._dumps, self.core
+  local pool, c = self, self.core
   -- Queues one chunk; false once the input is exhausted. An input that
   -- raises ends there: its error comes after the results of the items
   -- read before it (Python's test_imap_handle_iterable_exception), and
@@ -695,7 +699,7 @@ function Pool:_imap(fname, fn, src, chunksize, timeout, ordered)
     if m == 0 then return false end
     if not c:has_fn(fid) then fid = pool:_fid(fn) end
     k = k + 1
-    c:submit(job._id, k, fid, first, m, 0, dumps(args, "args"), true)   -- _feed dispatches
+    c:submit(job._id, k, fid, first, m, 0, pool._list(args, m, "args"), true)   -- _feed dispatches
     first = first + m
     return not exhausted
   end
