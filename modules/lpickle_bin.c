@@ -570,7 +570,9 @@ static void enc_table(benc *e, int idx, int depth) {
   run_init(&r, rawn);
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    if (nhash == 0 && next_in_sequence(L, top + 1, narr)) {
+    /* narr < rawn: the keys 1..k that come first are all non-nil, so k
+     * is at most any border (a map with rawn 0 asks nothing of its keys) */
+    if (nhash == 0 && narr < rawn && next_in_sequence(L, top + 1, narr)) {
       e->path[e->plen - 1].i = (lua_Integer)++narr;
       enc_item(e, &r, top + 2, depth + 1);
     } else {
