@@ -721,8 +721,12 @@ describe("lmp.pickle JSON lists with big strings out of band (a pool's chunks)",
       s .. "z",                                      -- one byte over
       "\178" .. string.rep("9", 5000),               -- a header that never ends
       "\178x\n[]",                                   -- not a number
+      "\178" .. string.rep("9", 30) .. "\n[]",         -- a length past any integer
+      "\1782 " .. string.rep("9", 30) .. " 1\n[]z",    -- an index past any integer
       "\1782 0 1\n[]z",                              -- index 0
       "\1782 1 1 1 1\n[]zz",                         -- an index twice
+      "\1782 2 1 1 1\n[]zz",                         -- indexes out of order
+      "\1783 1 1\n[7]z",                              -- an item the JSON has
       "\1784 1 1\n[1,2z",                            -- a JSON part that is cut
       "\1781 1 1\n7z",                               -- not a list
       s:sub(1, nl) .. "!" .. s:sub(nl + 2),          -- bad JSON

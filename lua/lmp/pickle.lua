@@ -535,6 +535,7 @@ end
 -- where the JSON is the list with those items left out (holes).
 local ATTACH_MAGIC = 0xB2
 local ATTACH_MIN = 65536
+local MAX_ITEMS = 2 ^ 31 - 1          -- past any list a pool could send
 local concat = table.concat
 
 -- The pickle of t[1..n] (JSON); big strings are taken out of t.
@@ -566,13 +567,17 @@ local function loads_json_list(p, nofunc)
   if not nl then bad("list header without an end") end
   local head = part(p, 2, nl - 1)
   local jlen = tonumber(head:match("^(%d+)") or "")
-  if not jlen or not head:match("^%d+[ %d]*$") then bad("bad list header") end
+  if not jlen or not head:match("^%d+[ %d]*$") or jlen > size then bad("bad list header") end
   local at = nl + jlen
   local t = loads_json(part(p, nl + 1, at), nofunc)
   if type(t) ~= "table" then bad("list header on a value that is not a list") end
+  local last = 0                        -- indexes ascend, as written
   for i, len in head:gmatch(" (%d+) (%d+)") do
     i, len = tonumber(i), tonumber(len)
-    if i < 1 or at + len > size or t[i] ~= nil then bad("bad list item " .. i) end
+    if i <= last or i > MAX_ITEMS or at + len > size or t[i] ~= nil then
+      bad("bad list item " .. i)
+    end
+    last = i
     t[i] = part(p, at + 1, at + len)
     at = at + len
   end
