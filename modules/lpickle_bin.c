@@ -48,6 +48,7 @@ enum {
 #define B_SMALLINT 0xC0
 
 #define MAX_DEPTH LMP_PICKLE_MAX_DEPTH
+#define BYTES_OUT (64 * 1024)   /* see l_bdumps */
 
 /* ---- pointer -> integer map (open addressing, generation stamps) ---- */
 
@@ -837,15 +838,20 @@ static int do_dump(lua_State *L) {
   if (lua_isnoneornil(L, 4)) enc_value(e, 1, 0);
   else enc_slice(e, 1, lua_tointeger(L, 4), lua_tointeger(L, 5));
   e->buf[1] = (char)e->flags;
+  if (lua_toboolean(L, 6) && e->len >= BYTES_OUT) return 0;   /* l_bdumps hands it over */
   lua_pushlstring(L, e->buf, e->len);
   return 1;
 }
 
-/* bdumps(v [, name [, classes [, first, last]]]) -> string. With first
- * and last, v is a list and the string holds {v[first], ..., v[last]}. */
+/* bdumps(v [, name [, classes [, first, last [, bytes]]]]) -> string.
+ * With first and last, v is a list and the string holds {v[first], ...,
+ * v[last]}. With bytes, a result of BYTES_OUT or more comes as an
+ * lmp.Bytes that owns the encoder's buffer: no copy into a Lua string, and
+ * the caller frees it at once (a pool's chunk), where a string would be
+ * garbage until the collector ran. */
 static int l_bdumps(lua_State *L) {
   benc *e = (benc *)lua_touserdata(L, lua_upvalueindex(1));
-  int st;
+  int st, bytes = lua_toboolean(L, 6);
   lua_settop(L, 5);
   if (!lua_isnil(L, 4)) {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -863,8 +869,17 @@ static int l_bdumps(lua_State *L) {
   lua_pushvalue(L, 3);
   lua_pushvalue(L, 4);
   lua_pushvalue(L, 5);
-  st = lua_pcall(L, 5, 1, 0);
+  lua_pushboolean(L, bytes);
+  st = lua_pcall(L, 6, 1, 0);
   e->busy = 0;
+  if (st == 0 && bytes && e->len >= BYTES_OUT) {
+    char *buf = e->buf;
+    lua_pop(L, 1);
+    e->buf = NULL;
+    e->cap = 0;
+    lmp_bytes_push(L, buf, e->len);
+    return 1;
+  }
   if (e->cap > (1u << 20)) {   /* do not keep a huge buffer around */
     free(e->buf);
     e->buf = NULL;

@@ -141,7 +141,7 @@ static int p_submit(lua_State *L) {
   uint32_t first = check_u32(L, 5), n = check_u32(L, 6);
   uint32_t flags = check_u32(L, 7);
   size_t len;
-  const char *s = luaL_checklstring(L, 8, &len);
+  const char *s = lmp_bytes_check(L, 8, &len);          /* or an lmp.Bytes */
   int e = lua_toboolean(L, 9)
     ? lmp_pool_enqueue(p, (uint64_t)job, k, fid, first, n, flags, s, len)
     : lmp_pool_submit(p, (uint64_t)job, k, fid, first, n, flags, s, len);
@@ -320,7 +320,7 @@ static int w_send(lua_State *L) {
   lua_Integer cid = luaL_checkinteger(L, 2);
   int ok = lua_toboolean(L, 3);
   size_t len;
-  const char *s = luaL_checklstring(L, 4, &len);
+  const char *s = lmp_bytes_check(L, 4, &len);          /* or an lmp.Bytes */
   int e = lmp_pool_worker_send(w->fd, (uint64_t)cid, ok, s, len, LMP_FOREVER);
   if (e == -EPIPE || e == -ECONNRESET) {
     lua_pushboolean(L, 0);

@@ -743,10 +743,20 @@ describe("lmp.pickle JSON lists with big strings out of band (a pool's chunks)",
     end
   end)
 
-  it("leaves the binary form's lists as they were", function()
+  it("writes binary lists in the binary form, the big ones as an lmp.Bytes to free once sent", function()
     local big = bytes(K, 13)
-    local s = pickle.list_encoder("binary")({big, 1}, 2)
-    assert.equal(0xB1, s:byte(1))
-    assert.same({big, 1}, pickle.loads(s))
+    local small = pickle.list_encoder("binary")({1, "x"}, 2)
+    assert.equal("string", type(small))
+    assert.same({1, "x"}, pickle.loads(small))
+    for _, b in ipairs{pickle.list_encoder("binary")({big, 1}, 2),
+                       pickle.slice_encoder("binary")({0, big, 1, 0}, 2, 3)} do
+      assert.equal("userdata", type(b))
+      assert.is_true(#b > K)
+      assert.equal(0xB1, b:byte1())
+      local s = b:tostring()
+      b:free()
+      assert.has_error(function() b:tostring() end)    -- freed: refused, not read
+      assert.same({big, 1}, pickle.loads(s))
+    end
   end)
 end)

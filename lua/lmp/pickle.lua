@@ -724,10 +724,12 @@ end
 --- list_encoder(codec) -> function(list, n, name) returning the pickle of
 -- list[1..n], which it may change (a pool's chunk of results or of lazy
 -- arguments: JSON takes its big strings out of it, see dumps_json_list).
+-- Binary gives a pickle of 64 KiB or more as an lmp.Bytes, which the
+-- caller frees once sent (slice_encoder too).
 function M.list_encoder(codec)
   if codec == nil or codec == "json" then return dumps_json_list end
   if codec == "binary" then
-    return function(list, _, name) return bdumps(list, name, classes) end
+    return function(list, n, name) return bdumps(list, name, classes, 1, n, true) end
   end
   error("bad argument #1 to 'list_encoder' (\"json\" or \"binary\" expected)", 2)
 end
@@ -748,7 +750,7 @@ function M.slice_encoder(codec)
     end
   elseif codec == "binary" then
     return function(list, first, last, name)
-      return bdumps(list, name, classes, first, last)
+      return bdumps(list, name, classes, first, last, true)
     end
   end
   error("bad argument #1 to 'slice_encoder' (\"json\" or \"binary\" expected)", 2)

@@ -26,6 +26,12 @@ local pickle = require "lmp.pickle"
 local P = require "lmp.process"
 
 local M = {}
+
+-- A big payload comes as an lmp.Bytes (a pickle of 64 KiB or more, a
+-- chunk read from a channel): freed once used, not left to the collector.
+local function free_bytes(p)
+  if type(p) ~= "string" then p:free() end
+end
 -- getpid() is a system call; the pid only changes in lmp's fork children.
 local my_pid = proc.getpid()
 local function getpid() return my_pid end
@@ -119,7 +125,7 @@ function M._worker_main(fd, info)
       busy = true
       local f, results, err = fns[fid], nil, nil
       local okl, args = pcall(loads, data)
-      if type(data) ~= "string" then data:free() end     -- lmp.Bytes: done with
+      free_bytes(data)                                 -- lmp.Bytes: done with
       if not f or not okl then
         err = {message = not f and (bad[fid] or "function unknown to the worker")
                  or "cannot unpickle the arguments: " .. tostring(args),
@@ -135,7 +141,9 @@ function M._worker_main(fd, info)
                kind = "pickle", index = first, worker = who}
         out = dumps(err)
       end
-      if not send(ch, cid, err == nil, out) then break end
+      local sent = send(ch, cid, err == nil, out)
+      free_bytes(out)
+      if not sent then break end
       done = done + 1
       if maxtasks and done >= maxtasks then break end
     elseif op == "def" then
@@ -410,7 +418,6 @@ function Pool:_events()
       local job = self.jobs[jobid]
       -- a big payload is lmp.Bytes: a map reads it in place, and it is
       -- freed here at once (not at Lua's next collection)
-      local bytes = type(payload) ~= "string" and payload
       if job then
         job._nchunks = (job._nchunks or 0) + 1
         if ok and job._on_payload then
@@ -422,7 +429,7 @@ function Pool:_events()
           job:_on_chunk(k, first, n, nil, remote_error(loads(payload), w and w.name or "?"))
         end
       end
-      if bytes then bytes:free() end
+      free_bytes(payload)
     else
       self:_on_exit(slot, jobid, k, first, n, ok)
     end
@@ -532,10 +539,12 @@ function Pool:_submit_list(job, fn, list, n, chunksize, star)
     -- the workers' work: a 100k JSON map took half the time); small ones
     -- wait, and each worker gets its share of them in one write
     local payload = k == 1 and probe or slice(list, first, last, "args")
+    local size = #payload
     c:submit(job._id, k, fid, first, last - first + 1, flags, payload,
-      k > self.n and #payload < 16384)
-    if adapt and #payload > CHUNK_BYTES and last > first then
-      chunksize = math.max(1, math.floor(CHUNK_BYTES * (last - first + 1) / #payload))
+      k > self.n and size < 16384)
+    free_bytes(payload)
+    if adapt and size > CHUNK_BYTES and last > first then
+      chunksize = math.max(1, math.floor(CHUNK_BYTES * (last - first + 1) / size))
     end
     first = last + 1
   end
@@ -699,7 +708,9 @@ function Pool:_imap(fname, fn, src, chunksize, timeout, ordered)
     if m == 0 then return false end
     if not c:has_fn(fid) then fid = pool:_fid(fn) end
     k = k + 1
-    c:submit(job._id, k, fid, first, m, 0, pool._list(args, m, "args"), true)   -- _feed dispatches
+    local payload = pool._list(args, m, "args")
+    c:submit(job._id, k, fid, first, m, 0, payload, true)   -- _feed dispatches
+    free_bytes(payload)
     first = first + m
     return not exhausted
   end
