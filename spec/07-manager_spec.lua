@@ -566,12 +566,13 @@ describe("examples/distributed", function()
       if f then f:close() end
       return s
     end
-    local total = 0
+    local total, active = 0, 0
     for i = 1, 3 do
       local s = workers[i]:read("*a")
       workers[i]:close()
-      total = total + assert(tonumber(s:match("did (%d+) tasks")),
-        s .. "\nmaster said:\n" .. master_output())
+      local did = assert(tonumber(s:match("did (%d+) tasks")), s .. "\nmaster said:\n" .. master_output())
+      total = total + did
+      if did > 0 then active = active + 1 end
     end
     local text = H.wait_until(function()
       local f = io.open(out)
@@ -581,7 +582,10 @@ describe("examples/distributed", function()
     end, 30)
     os.remove(out)
     assert.is_string(text)
-    assert.matches("results: 300, duplicates: 0, wrong: 0, workers: 3", text)
+    -- a worker that starts after the others emptied the queue does none
+    -- (on a loaded machine it happens): the master counts whoever did some
+    assert.is_true(active >= 1)
+    assert.matches("results: 300, duplicates: 0, wrong: 0, workers: " .. active, text)
     assert.equal(300, total)
   end)
 end)
