@@ -521,30 +521,25 @@ local CHUNK_BYTES = 1048576
 function Pool:_submit_list(job, fn, list, n, chunksize, star)
   local fid, slice, c = self:_fid(fn), self._slice, self.core
   local flags = star and F_STAR or 0
-  local adapt, probe = not chunksize, nil
+  local adapt = not chunksize
   chunksize = chunksize or default_chunksize(n, self.n)
-  if adapt and chunksize > 1 then
-    -- the first item goes alone, and its size bounds the chunks after it
-    probe = slice(list, 1, 1, "args")
-    if #probe * chunksize > CHUNK_BYTES then
-      chunksize = math.max(1, math.floor(CHUNK_BYTES / #probe))
-    end
-  end
+  -- when the chunks are ours to size, the first item goes alone, and each
+  -- chunk's pickle bounds the chunks after it
+  local alone = adapt and chunksize > 1
   local k, first = 0, 1
   while first <= n do
-    local last = probe and k == 0 and 1 or math.min(first + chunksize - 1, n)
+    local last = alone and k == 0 and 1 or math.min(first + chunksize - 1, n)
     k = k + 1
     -- the first chunks go out at once (idle workers start while the rest
     -- are pickled), and so does every big one (pickling the next overlaps
     -- the workers' work: a 100k JSON map took half the time); small ones
     -- wait, and each worker gets its share of them in one write
-    local payload = k == 1 and probe or slice(list, first, last, "args")
-    local size = #payload
-    c:submit(job._id, k, fid, first, last - first + 1, flags, payload,
-      k > self.n and size < 16384)
+    local payload = slice(list, first, last, "args")
+    local size, items = #payload, last - first + 1
+    c:submit(job._id, k, fid, first, items, flags, payload, k > self.n and size < 16384)
     free_bytes(payload)
-    if adapt and size > CHUNK_BYTES and last > first then
-      chunksize = math.max(1, math.floor(CHUNK_BYTES * (last - first + 1) / size))
+    if adapt and size * chunksize > CHUNK_BYTES * items then
+      chunksize = math.max(1, math.floor(CHUNK_BYTES * items / size))
     end
     first = last + 1
   end
