@@ -48,13 +48,15 @@ void lmp_newclass(lua_State *L, const char *tname, const luaL_Reg *meta,
                   const luaL_Reg *methods);
 
 /* Bytes ("lmp.Bytes"): a malloc'd buffer handed to Lua without copying it
- * into a string, for payloads read once (a pool's big results): decoders
- * read it in place and the reader frees it at once, so the memory is
- * reused at the next message instead of waiting for Lua's collector.
- * b:free() releases it (later use raises), b:tostring() copies it into a
- * string, #b is its length, b:byte1() its first byte (nil if empty);
- * __gc frees what was not freed. */
+ * into a string, for payloads used once (a pool's big chunks, read or
+ * written): decoders read it in place, senders send it, and the user
+ * frees it at once, so the memory is reused at the next message instead
+ * of waiting for Lua's collector. b:free() releases it (later use raises),
+ * b:tostring() copies it into a string, b:sub(i, j) a part of it, #b is
+ * its length, b:byte1() its first byte (nil if empty); __gc frees what was
+ * not freed. Payloads of LMP_BYTES_MIN bytes or more travel this way. */
 #define LMP_BYTES_MT "lmp.Bytes"
+#define LMP_BYTES_MIN (64 * 1024)
 /* Pushes Bytes owning p (from malloc, n bytes; p may be NULL when n is 0).
  * (Should Lua run out of memory making the userdata, p leaks.) */
 void lmp_bytes_push(lua_State *L, char *p, size_t n);

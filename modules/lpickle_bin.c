@@ -48,7 +48,6 @@ enum {
 #define B_SMALLINT 0xC0
 
 #define MAX_DEPTH LMP_PICKLE_MAX_DEPTH
-#define BYTES_OUT (64 * 1024)   /* see l_bdumps */
 
 /* ---- pointer -> integer map (open addressing, generation stamps) ---- */
 
@@ -838,14 +837,14 @@ static int do_dump(lua_State *L) {
   if (lua_isnoneornil(L, 4)) enc_value(e, 1, 0);
   else enc_slice(e, 1, lua_tointeger(L, 4), lua_tointeger(L, 5));
   e->buf[1] = (char)e->flags;
-  if (lua_toboolean(L, 6) && e->len >= BYTES_OUT) return 0;   /* l_bdumps hands it over */
+  if (lua_toboolean(L, 6) && e->len >= LMP_BYTES_MIN) return 0;   /* l_bdumps hands it over */
   lua_pushlstring(L, e->buf, e->len);
   return 1;
 }
 
 /* bdumps(v [, name [, classes [, first, last [, bytes]]]]) -> string.
  * With first and last, v is a list and the string holds {v[first], ...,
- * v[last]}. With bytes, a result of BYTES_OUT or more comes as an
+ * v[last]}. With bytes, a result of LMP_BYTES_MIN or more comes as an
  * lmp.Bytes that owns the encoder's buffer: no copy into a Lua string, and
  * the caller frees it at once (a pool's chunk), where a string would be
  * garbage until the collector ran. */
@@ -872,7 +871,7 @@ static int l_bdumps(lua_State *L) {
   lua_pushboolean(L, bytes);
   st = lua_pcall(L, 6, 1, 0);
   e->busy = 0;
-  if (st == 0 && bytes && e->len >= BYTES_OUT) {
+  if (st == 0 && bytes && e->len >= LMP_BYTES_MIN) {
     char *buf = e->buf;
     lua_pop(L, 1);
     e->buf = NULL;

@@ -190,11 +190,10 @@ static int p_step(lua_State *L) {
   return 1;
 }
 
-/* A result payload this big comes as lmp.Bytes (lmp_aux.h), which the
- * reader decodes in place and frees at once: a 1 MiB result copied into a
- * string would be garbage that Lua keeps until its next collection, and
- * the next one would land in fresh memory. */
-#define BYTES_MIN (64 * 1024)
+/* A result payload of LMP_BYTES_MIN or more comes as lmp.Bytes
+ * (lmp_aux.h), which the reader decodes in place and frees at once: a
+ * 1 MiB result copied into a string would be garbage that Lua keeps until
+ * its next collection, and the next one would land in fresh memory. */
 
 /* event() -> "done", slot, job, k, first, n, ok, payload (string or Bytes)
  *          | "exit", slot, job, k, first, n, lost  | nil */
@@ -214,7 +213,7 @@ static int p_event(lua_State *L) {
   }
   lua_pushboolean(L, ev.ok);
   /* (a memory error while pushing would leak this one payload) */
-  if (ev.len >= BYTES_MIN) {       /* handed over as it is: no copy */
+  if (ev.len >= LMP_BYTES_MIN) {       /* handed over as it is: no copy */
     lmp_bytes_push(L, ev.payload, ev.len);
     return 8;
   }
@@ -275,11 +274,11 @@ static const char *msg_name(int type) {
  *         | "idle" (nothing came within timeout)
  *         | nil (the master is gone) */
 /* A big chunk of arguments goes to the worker's Lua as lmp.Bytes (see
- * BYTES_MIN): a copy still, as m.data lives in the reader's buffer, but
+ * LMP_BYTES_MIN): a copy still, as m.data lives in the reader's buffer, but
  * one the worker frees once decoded, so the next chunk reuses it. */
 static void push_task_data(lua_State *L, const lmp_pool_msg *m) {
   char *copy;
-  if (m->type == LMP_POOL_TASK && m->len >= BYTES_MIN && (copy = malloc(m->len))) {
+  if (m->type == LMP_POOL_TASK && m->len >= LMP_BYTES_MIN && (copy = malloc(m->len))) {
     memcpy(copy, m->data, m->len);
     lmp_bytes_push(L, copy, m->len);
     return;
