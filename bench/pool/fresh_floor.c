@@ -4,8 +4,9 @@
  * and send them straight back; the parent sends COUNT messages, half to
  * each, over socketpairs and keeps every reply in new memory (a map's
  * results must exist), one arena for all of them, so that fresh memory
- * comes in the fewest faults malloc can give. The children are forked before the clock starts,
- * as a pool's workers are. Prints "mibs=<MiB/s, there and back>".
+ * comes in the fewest faults malloc can give. The children are forked
+ * before the clock starts, as a pool's workers are. Prints
+ * "mibs=<MiB/s, there and back>".
  *   cc -O2 -o /tmp/fresh_floor fresh_floor.c && /tmp/fresh_floor [COUNT [SIZE]]
  * Run it under the same malloc settings as the lmp runtime
  * (GLIBC_TUNABLES=glibc.malloc.hugetlb=1) to compare like with like. */
@@ -69,8 +70,10 @@ int main(int argc, char **argv) {
   memset(blob + 4, 'x', size);
   for (k = 0; k < 2; k++) {
     int sv[2];
+    pid_t pid;
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return 1;
-    if (fork() == 0) { close(sv[0]); echo(sv[1], size); }
+    if ((pid = fork()) < 0) return 1;
+    if (pid == 0) { close(sv[0]); echo(sv[1], size); }
     close(sv[1]);
     s[k] = (side){sv[0], count / 2 + (k < count % 2), count / 2 + (k < count % 2), 0, 0, NULL};
   }
