@@ -118,6 +118,19 @@ describe("the lmp runtime", function()
           if l:match("^VmFlags:.* hg") then hg = hg + 1 end
         end
         if block then ffi.C.free(block) end
+        -- for a failure's message: whether this process started tuned (the
+        -- runtime's marker is in the environment it was exec'd with; glibc
+        -- rewrites GLIBC_TUNABLES there), and the kernel's THP mode now
+        local function first_line(path)
+          local h = io.open(path)
+          local l = h and h:read(path:find("environ") and "*a" or "*l") or "?"
+          if h then h:close() end
+          return l
+        end
+        io.stderr:write(("pid %d: hg mappings %d; started tuned: %s; THP %s\n"):format(
+          lmp.current_process().pid, hg,
+          tostring(first_line("/proc/self/environ"):find("LMP_MALLOC_SAVED_TUNABLES=", 1, true) ~= nil),
+          first_line("/sys/kernel/mm/transparent_hugepage/enabled")))
         return (hg > 0 and "huge" or "plain") .. " " .. tostring(os.getenv("GLIBC_TUNABLES")) ..
           " " .. tostring(os.getenv("LMP_MALLOC_SAVED_TUNABLES")) .. " " .. #big
       end
@@ -134,15 +147,16 @@ describe("the lmp runtime", function()
       assert.equal(0, r.code, r.err)
       local t = {}
       for l in r.out:gmatch("[^\n]+") do t[#t + 1] = l end
-      return t
+      return t, r.err
+    end
+    local function check(want, env)
+      local got, err = lines(env)
+      assert.same({want, want}, got, env .. "; the processes said:\n" .. err)
     end
     local mode = tuned and "huge" or "plain"
-    local want = mode .. " nil nil " .. big
-    assert.same({want, want}, lines("env -u GLIBC_TUNABLES"))
-    want = mode .. " glibc.malloc.check=0 nil " .. big
-    assert.same({want, want}, lines("GLIBC_TUNABLES=glibc.malloc.check=0"))
-    want = "plain nil nil " .. big
-    assert.same({want, want}, lines("env -u GLIBC_TUNABLES LMP_MALLOC=default"))
+    check(mode .. " nil nil " .. big, "env -u GLIBC_TUNABLES")
+    check(mode .. " glibc.malloc.check=0 nil " .. big, "GLIBC_TUNABLES=glibc.malloc.check=0")
+    check("plain nil nil " .. big, "env -u GLIBC_TUNABLES LMP_MALLOC=default")
   end)
 
   it("can be required from the plain interpreter", function()
