@@ -59,6 +59,7 @@ local leafcopy = C.leafcopy
 local fmtfloat, parsefloat, utf8ok = C.fmtfloat, C.parsefloat, C.utf8ok
 local bdumps, bloads, bloads_into = C.bdumps, C.bloads, C.bloads_into
 local tagcopy, untag = C.tagcopy, C.untag
+local intlist, intlist_load = C.intlist, C.intlist_load
 local globals = C.globals()
 
 local TAG = C.TAG
@@ -538,8 +539,12 @@ local ATTACH_MIN = 65536
 local MAX_ITEMS = 2 ^ 31 - 1          -- past any list a pool could send
 local concat = table.concat
 
--- The pickle of t[1..n] (JSON); big strings are taken out of t.
+-- The pickle of t[1..n] (JSON); big strings are taken out of t. A list
+-- of small integers (a map of tiny tasks) is written by C.intlist: the
+-- same text as cjson's, 10x faster (modules/lpickle_ints.c).
 local function dumps_json_list(t, n, name)
+  local ints = intlist(t, 1, n)
+  if ints then return ints end
   local head, parts
   for i = 1, n do
     local v = t[i]
@@ -586,10 +591,15 @@ local function loads_json_list(p, nofunc)
 end
 
 -- Reads any form (the first byte tells) from a string or an lmp.Bytes.
+local BRACKET = byte("[")
 local function loads_any(p, nofunc)
   local b = first_byte(p)
   if b == BINARY_MAGIC then return bloads(p, nofunc, classes) end
   if b == ATTACH_MAGIC then return loads_json_list(p, nofunc) end
+  if b == BRACKET then
+    local t = intlist_load(p)
+    if t then return t end
+  end
   return loads_json(as_string(p), nofunc)
 end
 
@@ -741,6 +751,8 @@ function M.slice_encoder(codec)
   if codec == nil or codec == "json" then
     return function(list, first, last, name)
       if last < first - 1 then error("bad argument #3 (slice ends before it starts)", 2) end
+      local ints = intlist(list, first, last)
+      if ints then return ints end
       local t, m = {}, 0
       for i = first, last do
         m = m + 1
@@ -761,7 +773,9 @@ end
 -- out[offset + i]. A pool files a chunk of results this way. s may be
 -- an lmp.Bytes (a pool's big payload), read in place in the binary form.
 function M.loads_into(s, out, offset, n)
-  if first_byte(s) == BINARY_MAGIC then return bloads_into(s, false, classes, out, offset, n) end
+  local b = first_byte(s)
+  if b == BINARY_MAGIC then return bloads_into(s, false, classes, out, offset, n) end
+  if b == BRACKET and intlist_load(s, out, offset, n) then return end
   local t = loads_any(s, false)
   if type(t) ~= "table" then raise("malformed input: not a list") end
   for i = 1, n do out[offset + i] = t[i] end
