@@ -127,10 +127,16 @@ describe("the lmp runtime", function()
           if h then h:close() end
           return l
         end
-        io.stderr:write(("pid %d: hg mappings %d; started tuned: %s; THP %s\n"):format(
+        local env0 = first_line("/proc/self/environ")
+        local fds = io.popen("ls /proc/" .. lmp.current_process().pid .. "/fd | wc -l")
+        local nfd = fds:read("*a"):gsub("%s", "")
+        fds:close()
+        io.stderr:write(("pid %d: hg mappings %d; started tuned: %s; exec-time %s; %s; fds %s; THP %s\n"):format(
           lmp.current_process().pid, hg,
-          tostring(first_line("/proc/self/environ"):find("LMP_MALLOC_SAVED_TUNABLES=", 1, true) ~= nil),
-          first_line("/sys/kernel/mm/transparent_hugepage/enabled")))
+          tostring(env0:find("LMP_MALLOC_SAVED_TUNABLES=", 1, true) ~= nil),
+          (env0:match("%zGLIBC_TUNABLES=[^%z]*[^=]*") or "no GLIBC_TUNABLES"):gsub("%z", "|"),
+          (env0:match("%zLMP_MALLOC_SAVED_TUNABLES=[^%z]*") or "no saved"):gsub("%z", "|"),
+          nfd, first_line("/sys/kernel/mm/transparent_hugepage/enabled")))
         return (hg > 0 and "huge" or "plain") .. " " .. tostring(os.getenv("GLIBC_TUNABLES")) ..
           " " .. tostring(os.getenv("LMP_MALLOC_SAVED_TUNABLES")) .. " " .. #big
       end
