@@ -790,7 +790,7 @@ int luaopen_lmp_c_pickle(lua_State *L) {
   lmp_pickle_bin_open(L, ps);   /* adds bdumps / bloads, sharing the names state */
   lua_settop(L, lib);
   lmp_pickle_tag_open(L);   /* adds tagcopy / untag */
-  lmp_pickle_ints_open(L);  /* adds intlist / intlist_load */
+  lmp_pickle_flat_open(L);  /* adds flatlist / flatlist_load */
   lua_pushliteral(L, LMP_PICKLE_TAG_STR);
   lua_setfield(L, -2, "TAG");
   return 1;

@@ -1,6 +1,6 @@
 /* lpickle.h -- shared between the parts of lmp.pickle's C side:
  * lpickle.c (JSON helpers), lpickle_tag.c (the tagged JSON form),
- * lpickle_ints.c (pools' integer lists) and lpickle_bin.c (the binary
+ * lpickle_flat.c (pools' flat lists) and lpickle_bin.c (the binary
  * format). */
 #ifndef LMP_LPICKLE_H
 #define LMP_LPICKLE_H
@@ -46,8 +46,8 @@ void lmp_pickle_push_leaf(lua_State *L, int idx);
 int lmp_pickle_untag_leaf(lua_State *L, const char *s, size_t n);
 /* Adds tagcopy / untag (lpickle_tag.c) to the table on top. */
 void lmp_pickle_tag_open(lua_State *L);
-/* Adds intlist / intlist_load (lpickle_ints.c) to the table on top. */
-void lmp_pickle_ints_open(lua_State *L);
+/* Adds flatlist / flatlist_load (lpickle_flat.c) to the table on top. */
+void lmp_pickle_flat_open(lua_State *L);
 /* A number that changes whenever what travels by name (modules, classes,
  * the globals) may have changed, or 0 when no cache of names can be
  * trusted in this state; ps is the userdata lmp_pickle_bin_open is given,

@@ -761,7 +761,7 @@ describe("lmp.pickle JSON lists with big strings out of band (a pool's chunks)",
   end)
 end)
 
-describe("lmp.pickle JSON lists of integers (a pool's tiny tasks, written without cjson)", function()
+describe("lmp.pickle JSON flat lists of integers and strings (a pool's tiny tasks, written without cjson)", function()
   local C = require "lmp.c.pickle"
   local cjson = require("cjson").new()
   cjson.encode_number_precision(14)
@@ -769,6 +769,13 @@ describe("lmp.pickle JSON lists of integers (a pool's tiny tasks, written withou
   local function sample()
     local t, r = {0, 1, -1, 9, 10, -10, LIM, -LIM, 12345678901234, 2147483648}, G.rng(23)
     for i = #t + 1, 3000 do t[i] = (r(2) == 1 and -1 or 1) * (r(1000000) * r(100000000) % (LIM + 1)) end
+    return t
+  end
+  -- every byte cjson escapes, UTF-8 of 2 to 4 bytes, the empty string
+  local function strings()
+    local t = {"", "plain", "é€😀", "a/b\\c\"d", "\127", "x\1", string.rep("z", 65535)}
+    for b = 0, 31 do t[#t + 1] = "<" .. string.char(b) .. ">" end
+    for i = 1, 500 do t[#t + 1] = "file-" .. i .. ".txt" end
     return t
   end
 
@@ -789,10 +796,27 @@ describe("lmp.pickle JSON lists of integers (a pool's tiny tasks, written withou
     end
   end)
 
+  it("escapes strings as cjson does, mixed with integers, and reads back what it wrote", function()
+    local t = strings()
+    for i = 1, 100 do t[#t + 1] = i * 7 end
+    local s = C.flatlist(t, 1, #t)
+    assert.is_not_nil(s)
+    local text = type(s) == "string" and s or s:tostring()
+    if type(s) ~= "string" then s:free() end
+    assert.equal(cjson.encode(t), text)
+    local back = pickle.loads(text)
+    assert.equal(#t, #back)
+    for i = 1, #t do assert.equal(t[i], back[i], "item " .. i) end
+    -- strings with no escape come back through C, the others through cjson
+    assert.same({"a", "é", "", 5}, C.flatlist_load('["a","é","",5]'))
+    assert.is_nil(C.flatlist_load('["a\\/b"]'))
+    assert.is_nil(C.flatlist_load('["a\tb"]'))        -- a raw control byte: cjson's call
+  end)
+
   it("leaves every other list to the usual path, which keeps it exact", function()
     local others = {
-      {1, 2, LIM + 1}, {-LIM - 1}, {1, 2.5}, {1, "2"}, {1, true}, {{1}}, {1, nil, 3},
-      setmetatable({1, 2}, {}),
+      {1, 2, LIM + 1}, {-LIM - 1}, {1, 2.5}, {1, true}, {{1}}, {1, nil, 3},
+      setmetatable({1, 2}, {}), {"\1tag"}, {"\255 not UTF-8"}, {"x", string.rep("y", 65536)},
     }
     if has_int then
       others[#others + 1] = {1, 2.0}
@@ -803,23 +827,27 @@ describe("lmp.pickle JSON lists of integers (a pool's tiny tasks, written withou
     for _, t in ipairs(others) do
       local n = 0
       for k in pairs(t) do n = math.max(n, k) end
-      assert.is_nil(C.intlist(t, 1, n))
-      local back = pickle.loads(pickle.list_encoder("json")(t, n))
+      assert.is_nil(C.flatlist(t, 1, n))
+      local want = {}
+      for i = 1, n do want[i] = t[i] end
+      local back = pickle.loads(pickle.list_encoder("json")(t, n))   -- (takes big strings out of t)
+      t = want
       for i = 1, n do
         if type(t[i]) == "number" and has_int then assert.equal(math.type(t[i]), math.type(back[i])) end
         assert.is_true(H.deep_equal(t[i], back[i]), "item " .. i)
       end
     end
-    assert.is_nil(C.intlist({1, 2}, 2, 1))        -- an empty slice: cjson's "{}" or "[]" rules
-    assert.is_nil(C.intlist({1, 2}, 1, 3))        -- past the end: a hole
+    assert.is_nil(C.flatlist({1, 2}, 2, 1))        -- an empty slice: cjson's "{}" or "[]" rules
+    assert.is_nil(C.flatlist({1, 2}, 1, 3))        -- past the end: a hole
   end)
 
   it("reads only canonical text and says so otherwise; cjson then reads what is valid", function()
     for _, s in ipairs{"[]", "[01]", "[-0]", "[1 ,2]", "[ 1]", "[1.0]", "[1e3]", "[1,]", "[,1]",
-                       "[1,,2]", "[-]", "[1234567890123456]", "[1]x", "[1", "{1}", "[true]"} do
-      assert.is_nil(C.intlist_load(s), s)
+                       "[1,,2]", "[-]", "[1234567890123456]", "[1]x", "[1", "{1}", "[true]",
+                       '["a]', '["a"', '["a""b"]', '["a",]', '[1"a"]', '["a":1]', '[""'} do
+      assert.is_nil(C.flatlist_load(s), s)
     end
-    assert.same({123456789012345, -1, 0}, C.intlist_load("[123456789012345,-1,0]"))
+    assert.same({123456789012345, -1, 0}, C.flatlist_load("[123456789012345,-1,0]"))
     -- valid JSON it refuses is still read, by cjson
     assert.same({1, 2}, pickle.loads("[1 , 2]"))
     assert.same({0}, pickle.loads("[-0]"))
@@ -828,12 +856,12 @@ describe("lmp.pickle JSON lists of integers (a pool's tiny tasks, written withou
 
   it("files a chunk of results into its own slots only, and exactly n of them", function()
     local out = {"a", "b", "c", "d", "e", "f"}
-    assert.is_true(C.intlist_load("[7,8,9]", out, 2, 3))
+    assert.is_true(C.flatlist_load("[7,8,9]", out, 2, 3))
     assert.same({"a", "b", 7, 8, 9, "f"}, out)
     out = {"a", "b", "c", "d", "e", "f"}
-    assert.is_false(C.intlist_load("[7,8,9,10,11]", out, 2, 3))   -- more than n: stops at n
+    assert.is_false(C.flatlist_load("[7,8,9,10,11]", out, 2, 3))   -- more than n: stops at n
     assert.equal("f", out[6])
-    assert.is_false(C.intlist_load("[7,8]", out, 2, 3))
+    assert.is_false(C.flatlist_load("[7,8]", out, 2, 3))
     -- through loads_into: the short list leaves its missing items nil, as cjson's path does
     out = {"a", "b", "c", "d", "e", "f"}
     pickle.loads_into("[7,8]", out, 2, 3)
@@ -843,18 +871,21 @@ describe("lmp.pickle JSON lists of integers (a pool's tiny tasks, written withou
   end)
 
   it("survives random damage: a value or a pickle error, never a crash", function()
-    local s = cjson.encode(sample())
+    local t = sample()
+    for i = 1, 200 do t[#t + 1] = "s" .. i end
+    local s = cjson.encode(t)
     local r = G.rng(5)
-    local alphabet = "0123456789-,[] .e"
+    local alphabet = '0123456789-,[] .e"\\'
+    for _, junk in ipairs{'["a', '["', '[1,"', '["\\"]'} do pickle_error(pickle.loads, junk) end
     for _ = 1, 500 do
       local i, j = r(#s), r(#alphabet)
       local m = s:sub(1, i - 1) .. alphabet:sub(j, j) .. s:sub(i + 1)
       local ok, e = pcall(pickle.loads, m)
       assert.is_true(ok or lmp.is_error(e, "pickle"), tostring(e))
       local out = {}
-      ok, e = pcall(pickle.loads_into, m, out, 0, 3000)
+      ok, e = pcall(pickle.loads_into, m, out, 0, #t)
       assert.is_true(ok or lmp.is_error(e, "pickle"), tostring(e))
-      for k in pairs(out) do assert.is_true(k >= 1 and k <= 3000, "key " .. tostring(k)) end
+      for k in pairs(out) do assert.is_true(k >= 1 and k <= #t, "key " .. tostring(k)) end
     end
   end)
 
@@ -863,9 +894,12 @@ describe("lmp.pickle JSON lists of integers (a pool's tiny tasks, written withou
     local t = sample()
     local got = pool:map(function(x) return -x end, t)
     local kinds = pool:map(function(x) return math.type and math.type(x) or "number" end, {1, LIM, -LIM})
+    local strs = strings()
+    local echoed = pool:map(function(x) return x end, strs)
     pool:terminate()
     assert.equal(#t, #got)
     for i = 1, #t do assert.equal(-t[i], got[i]) end
+    for i = 1, #strs do assert.equal(strs[i], echoed[i]) end
     assert.same(has_int and {"integer", "integer", "integer"} or {"number", "number", "number"}, kinds)
   end)
 end)

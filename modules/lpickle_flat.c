@@ -1,0 +1,260 @@
+/* lpickle_flat.c -- a pool's flat JSON lists, without cjson.
+ *
+ * A Pool.map of tiny tasks moves lists of small integers or short strings
+ * both ways. cjson writes each number with snprintf("%.14g") and reads it
+ * with strtod (170 ns an integer here, more than Python's whole map spends
+ * on one), and pickle's exact layer walks every string once more before
+ * cjson does. These two functions write and read exactly the JSON cjson
+ * would (the text ["a",-2,"b\/c"]) for that one shape, and say "not mine"
+ * (nil, false) for anything else, which then takes the usual path:
+ *   flatlist(t, first, last) -> JSON text of t[first..last] | nil
+ *   flatlist_load(s [, out, offset, n]) -> list | true, or nil | false
+ * flatlist takes a table without a metatable whose items first..last are
+ * integers cjson keeps (|i| < 10^14; in 5.1 integral numbers other than
+ * -0) or plain strings (UTF-8, not starting with the tag byte) under
+ * 64 KiB (bigger ones travel out of band: pickle.lua); it reads them raw,
+ * escapes as cjson does, and gives a text of LMP_BYTES_MIN bytes or more
+ * as an lmp.Bytes. flatlist_load takes only canonical text: "[", items
+ * (integers of at most 15 digits, no leading zeros, no "-0"; strings with
+ * no backslash and no control byte) between commas, "]", nothing else. It
+ * builds what cjson.decode and pickle's fix would: integers (5.3+) or
+ * numbers (5.1), and strings; with out it stores item i in out[offset + i]
+ * and insists on exactly n items. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lpickle.h"
+
+#define INT_LIMIT 100000000000000LL      /* 10^14: cjson's 14 digits */
+#define STR_LIMIT (64 * 1024)            /* pickle.lua's ATTACH_MIN */
+
+/* ---- writing ---- */
+
+typedef struct {
+  char *p;
+  size_t n, cap;
+} wbuf;
+
+static int wbuf_room(wbuf *b, size_t more) {
+  char *p;
+  size_t cap = b->cap;
+  if (b->cap - b->n >= more) return 1;
+  while (cap - b->n < more) cap *= 2;
+  if (!(p = realloc(b->p, cap))) return 0;
+  b->p = p;
+  b->cap = cap;
+  return 1;
+}
+
+/* The integer at idx if cjson writes it exactly, in *v; else 0. */
+static int plain_int(lua_State *L, int idx, long long *v) {
+#if LUA_VERSION_NUM >= 503
+  lua_Integer i;
+  if (!lua_isinteger(L, idx)) return 0;
+  i = lua_tointeger(L, idx);
+  if (!(i > -INT_LIMIT && i < INT_LIMIT)) return 0;
+  *v = (long long)i;
+  return 1;
+#else
+  lua_Number x = lua_tonumber(L, idx);
+  if (!(x > -(lua_Number)INT_LIMIT && x < (lua_Number)INT_LIMIT)) return 0;
+  *v = (long long)x;
+  if ((lua_Number)*v != x || (x == 0 && 1 / x < 0)) return 0;   /* fraction, -0 */
+  return 1;
+#endif
+}
+
+/* Writes v in decimal (room for 16 bytes given). */
+static void put_decimal(wbuf *b, long long v) {
+  char tmp[24], *t = tmp + sizeof tmp;
+  unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+  do { *--t = (char)('0' + u % 10); u /= 10; } while (u);
+  if (v < 0) b->p[b->n++] = '-';
+  memcpy(b->p + b->n, t, (size_t)(tmp + sizeof tmp - t));
+  b->n += (size_t)(tmp + sizeof tmp - t);
+}
+
+/* cjson's escapes (lua_cjson.c's char2escape): control bytes, '"', '/',
+ * '\\' and DEL; a byte of 128 or more goes as it is. */
+static int escape_of(unsigned char c, char out[6]) {
+  static const char hex[] = "0123456789abcdef";
+  const char *named = c == '\b' ? "b" : c == '\t' ? "t" : c == '\n' ? "n" :
+                      c == '\f' ? "f" : c == '\r' ? "r" : c == '"' ? "\"" :
+                      c == '/' ? "/" : c == '\\' ? "\\" : NULL;
+  out[0] = '\\';
+  if (named) { out[1] = named[0]; return 2; }
+  if (c >= 0x20 && c != 0x7f) return 0;
+  memcpy(out + 1, "u00", 3);
+  out[4] = hex[c >> 4];
+  out[5] = hex[c & 15];
+  return 6;
+}
+
+/* Writes the JSON string of s (plain; room for n + 2 given), escaping
+ * as cjson; 0 when out of memory. */
+static int put_string(wbuf *b, const char *s, size_t n) {
+  size_t i, run = 0;
+  char esc[6];
+  b->p[b->n++] = '"';
+  for (i = 0; i < n; i++) {
+    int k = escape_of((unsigned char)s[i], esc);
+    if (!k) continue;
+    if (!wbuf_room(b, (n - run) + 8)) return 0;   /* the rest, quotes, comma */
+    memcpy(b->p + b->n, s + run, i - run);
+    b->n += i - run;
+    memcpy(b->p + b->n, esc, (size_t)k);
+    b->n += (size_t)k;
+    run = i + 1;
+  }
+  memcpy(b->p + b->n, s + run, n - run);
+  b->n += n - run;
+  b->p[b->n++] = '"';
+  return 1;
+}
+
+/* 1 when t[first..last] (the table at 1) went into b; 0 when an item is
+ * not of the shape; -1 when out of memory. */
+static int write_list(lua_State *L, lua_Integer first, lua_Integer last, wbuf *b) {
+  lua_Integer i;
+  b->p[b->n++] = '[';
+  for (i = first; i <= last; i++) {
+    long long v;
+    size_t n;
+    const char *s;
+    int ok = 1;
+    lua_rawgeti(L, 1, i);
+    if (lua_type(L, -1) == LUA_TNUMBER) {
+      if (!plain_int(L, -1, &v)) ok = 0;
+      else if (!wbuf_room(b, 17)) ok = -1;
+      else put_decimal(b, v);
+    } else if (lua_type(L, -1) == LUA_TSTRING) {
+      s = lua_tolstring(L, -1, &n);
+      if (n >= STR_LIMIT || !lmp_pickle_string_is_plain(L, -1)) ok = 0;
+      else if (!wbuf_room(b, n + 3) || !put_string(b, s, n)) ok = -1;
+    } else {
+      ok = 0;
+    }
+    lua_pop(L, 1);
+    if (ok != 1) return ok;
+    b->p[b->n++] = ',';
+  }
+  b->p[b->n - 1] = ']';
+  return 1;
+}
+
+static int l_flatlist(lua_State *L) {
+  lua_Integer first = luaL_checkinteger(L, 2), last = luaL_checkinteger(L, 3);
+  wbuf b;
+  int r;
+  if (lua_type(L, 1) != LUA_TTABLE || lua_getmetatable(L, 1) || last < first ||
+      (size_t)(last - first) >= ((size_t)-1 - 2) / 32) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_settop(L, 3);
+  b.n = 0;
+  b.cap = (size_t)(last - first + 1) * 8 + 64;
+  if (!(b.p = malloc(b.cap))) return luaL_error(L, "not enough memory");
+  r = write_list(L, first, last, &b);
+  if (r < 0) {
+    free(b.p);
+    return luaL_error(L, "not enough memory");
+  } else if (r == 0) {
+    free(b.p);
+    lua_pushnil(L);
+  } else if (b.n >= LMP_BYTES_MIN) {
+    lmp_bytes_push(L, b.p, b.n);       /* sent, then freed by the pool */
+  } else {
+    lua_pushlstring(L, b.p, b.n);
+    free(b.p);
+  }
+  return 1;
+}
+
+/* ---- reading ---- */
+
+/* Reads a canonical integer at *pp (before end) into *v; 0 if none. */
+static int read_int(const char **pp, const char *end, long long *v) {
+  const char *p = *pp, *d;
+  int neg = 0;
+  long long u = 0;
+  if (p < end && *p == '-') { neg = 1; p++; }
+  d = p;
+  while (p < end && *p >= '0' && *p <= '9' && p - d < 16) u = u * 10 + (*p++ - '0');
+  if (p == d || p - d > 15 || (*d == '0' && (p - d > 1 || neg))) return 0;
+  *v = neg ? -u : u;
+  *pp = p;
+  return 1;
+}
+
+/* Pushes the string at *pp (at its opening quote, before end) when it
+ * has no escape and no control byte; 0 otherwise. */
+static int read_string(lua_State *L, const char **pp, const char *end) {
+  const char *s = *pp + 1, *p = s;
+  while (p < end && *p != '"') {
+    if ((unsigned char)*p < 0x20 || *p == '\\') return 0;
+    p++;
+  }
+  if (p == end) return 0;
+  lua_pushlstring(L, s, (size_t)(p - s));
+  *pp = p + 1;
+  return 1;
+}
+
+/* Pushes the item at *pp; 0 when it is not of the shape. */
+static int read_item(lua_State *L, const char **pp, const char *end) {
+  long long v;
+  if (**pp == '"') return read_string(L, pp, end);
+  if (!read_int(pp, end, &v)) return 0;
+#if LUA_VERSION_NUM >= 503
+  lua_pushinteger(L, (lua_Integer)v);
+#else
+  lua_pushnumber(L, (lua_Number)v);
+#endif
+  return 1;
+}
+
+/* Parses s[0..n) into the table at t, item i at key offset + i; returns
+ * the item count, or -1 when s is not a canonical flat list or holds more
+ * than max items (it stops there: out's other keys are another chunk's). */
+static lua_Integer read_list(lua_State *L, const char *s, size_t n, int t,
+                             lua_Integer offset, lua_Integer max) {
+  const char *p = s + 1, *end = s + n - 1;      /* end: the closing ']' */
+  lua_Integer k = 0;
+  for (;;) {
+    if (k == max || p == end || !read_item(L, &p, end)) return -1;
+    lua_rawseti(L, t, offset + ++k);
+    if (p == end) return k;
+    if (*p++ != ',') return -1;
+  }
+}
+
+static int l_flatlist_load(lua_State *L) {
+  size_t n, items = 1, i;
+  lua_Integer offset, max;
+  const char *s = lmp_bytes_check(L, 1, &n);
+  if (n < 3 || s[0] != '[' || s[n - 1] != ']' ||
+      !(s[1] == '-' || s[1] == '"' || (s[1] >= '0' && s[1] <= '9'))) {
+    lua_pushnil(L);
+    return 1;
+  }
+  luaL_checkstack(L, 4, "pickle");
+  if (lua_isnoneornil(L, 2)) {
+    for (i = 1; i < n; i++) items += s[i] == ',';
+    lua_createtable(L, items > 0x7fffffff ? 0 : (int)items, 0);
+    if (read_list(L, s, n, lua_gettop(L), 0, (lua_Integer)items) < 0) lua_pushnil(L);
+    return 1;
+  }
+  luaL_checktype(L, 2, LUA_TTABLE);
+  offset = luaL_checkinteger(L, 3);
+  max = luaL_checkinteger(L, 4);
+  lua_pushboolean(L, read_list(L, s, n, 2, offset, max) == max);
+  return 1;
+}
+
+void lmp_pickle_flat_open(lua_State *L) {
+  lua_pushcfunction(L, l_flatlist);
+  lua_setfield(L, -2, "flatlist");
+  lua_pushcfunction(L, l_flatlist_load);
+  lua_setfield(L, -2, "flatlist_load");
+}
