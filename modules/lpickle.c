@@ -11,7 +11,9 @@
  *                      integers, byte strings): v itself when plain, else
  *                      a copy of just the tables on the way to those
  *                      leaves, each leaf a tagged string; nothing when v
- *                      needs more (see the tagged form in pickle.lua).
+ *                      needs more (see the tagged form in pickle.lua). A
+ *                      flat list of small integers and short strings
+ *                      comes back as its JSON text (lpickle_flat.c).
  *   fix(v, nulls, tags)  after cjson.decode of such text: integral floats
  *                      back to integers (5.3+), cjson.null to nil, tagged
  *                      leaves back to their values, in place.
@@ -483,10 +485,35 @@ static int l_plain(lua_State *L) {
   return 1;
 }
 
+/* Pushes true, nil and the JSON text of v (at 1; classes at 2) when v is
+ * a flat list (lpickle_flat.c) that travels as plain data: no metatable,
+ * not by name, keys exactly 1..n. Returns 0, stack as it was, otherwise. */
+static int flat_root(lua_State *L) {
+  plainstate *st = (plainstate *)lua_touserdata(L, lua_upvalueindex(1));
+  const pset *named;
+  size_t n, k = 0;
+  if (lua_type(L, 1) != LUA_TTABLE || (n = lua_rawlen(L, 1)) == 0) return 0;
+  if (lua_getmetatable(L, 1)) { lua_settop(L, 2); return 0; }
+  named = named_current(L, st, 2);
+  if (!named || pset_has(named, lua_topointer(L, 1))) return 0;
+  lua_pushboolean(L, 1);
+  lua_pushnil(L);
+  if (!lmp_pickle_flat_push(L, 1, 1, (lua_Integer)n, 0)) { lua_settop(L, 2); return 0; }
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {        /* other keys than 1..n: not a list */
+    lua_pop(L, 1);
+    if (++k > n) { lua_settop(L, 2); return 0; }
+  }
+  return k == n ? 1 : (lua_settop(L, 2), 0);
+}
+
 /* leafcopy(v [, classes]) -> true, what to encode (v or its leaf-tagged
- * copy) | false */
+ * copy) | true, nil, v's JSON text (a flat list, written in C) | false */
 static int l_leafcopy(lua_State *L) {
-  int r = walk_root(L, 1);
+  int r;
+  lua_settop(L, 2);
+  if (flat_root(L)) return 3;
+  r = walk_root(L, 1);
   if (r == W_NO) {
     lua_pushboolean(L, 0);
     return 1;

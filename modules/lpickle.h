@@ -46,6 +46,12 @@ void lmp_pickle_push_leaf(lua_State *L, int idx);
 int lmp_pickle_untag_leaf(lua_State *L, const char *s, size_t n);
 /* Adds tagcopy / untag (lpickle_tag.c) to the table on top. */
 void lmp_pickle_tag_open(lua_State *L);
+/* Pushes the JSON text of t[first..last] (t the table at idx, read raw)
+ * and returns 1 when every item is a small integer or a short plain
+ * string, the very text cjson would write; a big text as an lmp.Bytes
+ * when bytes_ok. Returns 0, pushing nothing, otherwise (lpickle_flat.c). */
+int lmp_pickle_flat_push(lua_State *L, int idx, lua_Integer first, lua_Integer last,
+                         int bytes_ok);
 /* Adds flatlist / flatlist_load (lpickle_flat.c) to the table on top. */
 void lmp_pickle_flat_open(lua_State *L);
 /* A number that changes whenever what travels by name (modules, classes,

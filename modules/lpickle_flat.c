@@ -112,9 +112,9 @@ static int put_string(wbuf *b, const char *s, size_t n) {
   return 1;
 }
 
-/* 1 when t[first..last] (the table at 1) went into b; 0 when an item is
- * not of the shape; -1 when out of memory. */
-static int write_list(lua_State *L, lua_Integer first, lua_Integer last, wbuf *b) {
+/* 1 when t[first..last] (the table at idx) went into b; 0 when an item
+ * is not of the shape; -1 when out of memory. */
+static int write_list(lua_State *L, int idx, lua_Integer first, lua_Integer last, wbuf *b) {
   lua_Integer i;
   b->p[b->n++] = '[';
   for (i = first; i <= last; i++) {
@@ -122,7 +122,7 @@ static int write_list(lua_State *L, lua_Integer first, lua_Integer last, wbuf *b
     size_t n;
     const char *s;
     int ok = 1;
-    lua_rawgeti(L, 1, i);
+    lua_rawgeti(L, idx, i);
     if (lua_type(L, -1) == LUA_TNUMBER) {
       if (!plain_int(L, -1, &v)) ok = 0;
       else if (!wbuf_room(b, 17)) ok = -1;
@@ -142,32 +142,34 @@ static int write_list(lua_State *L, lua_Integer first, lua_Integer last, wbuf *b
   return 1;
 }
 
-static int l_flatlist(lua_State *L) {
-  lua_Integer first = luaL_checkinteger(L, 2), last = luaL_checkinteger(L, 3);
+int lmp_pickle_flat_push(lua_State *L, int idx, lua_Integer first, lua_Integer last,
+                         int bytes_ok) {
   wbuf b;
   int r;
-  if (lua_type(L, 1) != LUA_TTABLE || lua_getmetatable(L, 1) || last < first ||
-      (size_t)(last - first) >= ((size_t)-1 - 2) / 32) {
-    lua_pushnil(L);
-    return 1;
-  }
-  lua_settop(L, 3);
+  if (last < first || (size_t)(last - first) >= ((size_t)-1 - 2) / 32) return 0;
+  idx = lua_absindex(L, idx);
   b.n = 0;
   b.cap = (size_t)(last - first + 1) * 8 + 64;
   if (!(b.p = malloc(b.cap))) return luaL_error(L, "not enough memory");
-  r = write_list(L, first, last, &b);
-  if (r < 0) {
+  r = write_list(L, idx, first, last, &b);
+  if (r <= 0) {
     free(b.p);
-    return luaL_error(L, "not enough memory");
-  } else if (r == 0) {
-    free(b.p);
-    lua_pushnil(L);
-  } else if (b.n >= LMP_BYTES_MIN) {
+    return r < 0 ? luaL_error(L, "not enough memory") : 0;
+  }
+  if (bytes_ok && b.n >= LMP_BYTES_MIN) {
     lmp_bytes_push(L, b.p, b.n);       /* sent, then freed by the pool */
   } else {
     lua_pushlstring(L, b.p, b.n);
     free(b.p);
   }
+  return 1;
+}
+
+static int l_flatlist(lua_State *L) {
+  lua_Integer first = luaL_checkinteger(L, 2), last = luaL_checkinteger(L, 3);
+  if (lua_type(L, 1) != LUA_TTABLE || lua_getmetatable(L, 1) ||
+      !lmp_pickle_flat_push(L, 1, first, last, 1))
+    lua_pushnil(L);
   return 1;
 }
 

@@ -854,6 +854,31 @@ describe("lmp.pickle JSON flat lists of integers and strings (a pool's tiny task
     pickle_error(pickle.loads, "[1,]")
   end)
 
+  it("writes pickle.dumps of a flat list the same way, and only of a list that travels as plain data", function()
+    local t = strings()
+    for i = 1, 50 do t[#t + 1] = -i * 1000003 end
+    assert.equal(cjson.encode(t), pickle.dumps(t))
+    assert.equal("string", type(pickle.dumps(sample())))
+    -- other keys, a metatable, a hole: not a flat list, and exact as ever
+    local extra = {1, 2, 3, x = "y"}
+    assert.same(extra, pickle.loads(pickle.dumps(extra)))
+    local holed = {1, nil, 3}
+    local back = pickle.loads(pickle.dumps(holed))
+    assert.is_true(back[1] == 1 and back[2] == nil and back[3] == 3)
+    local mt = {}
+    local with_mt = setmetatable({4, 5}, mt)
+    pickle.register("spec.flat_mt", mt)
+    assert.equal(mt, getmetatable(pickle.loads(pickle.dumps(with_mt))))
+    -- a list that travels by name (a registered class, a module) stays that one table
+    local named = {7, 8, 9}
+    pickle.register("spec.flat_named", named)
+    assert.equal(named, pickle.loads(pickle.dumps(named)))
+    package.loaded["spec_flat_module"] = {"a", "b"}
+    local m = package.loaded["spec_flat_module"]
+    assert.equal(m, pickle.loads(pickle.dumps(m)))
+    package.loaded["spec_flat_module"] = nil
+  end)
+
   it("files a chunk of results into its own slots only, and exactly n of them", function()
     local out = {"a", "b", "c", "d", "e", "f"}
     assert.is_true(C.flatlist_load("[7,8,9]", out, 2, 3))

@@ -305,8 +305,8 @@ function encode_value(v, st, depth)
 end
 
 local function dumps_json(v, name)
-  local ok, w = leafcopy(v, classes)   -- C: plain, or plain but for leaves
-  if ok then return cencode(w) end
+  local ok, w, text = leafcopy(v, classes)   -- C: plain, or plain but for leaves
+  if ok then return text or cencode(w) end     -- (text: a flat list, written in C)
   local copy = tagcopy(v, classes)   -- C, for data-only values
   if copy ~= nil then return cencode({HEADER, copy}) end
   local st = {ids = {}, n = 0, upvals = {}, path = {name or "value"}, plen = 1}
