@@ -154,15 +154,26 @@ static const double pow10tab[] = {
 /* 1 if cjson's "%.14g" text of x reads back as exactly x: x is m / 10^k
  * for an integer |m| < 1e14 and an exact power 10^k (IEEE division is
  * correctly rounded, as strtod is). Integral x is judged by the caller. */
-static int float_is_plain(double x) {
-  int k;
+int lmp_pickle_float_decimal(double x, long long *m, int *k) {
+  int j;
   if (!(x > -1e14 && x < 1e14) || x == 0) return 0;
-  for (k = 1; k <= 22; k++) {
-    double m = x * pow10tab[k];
-    if (!(m > -1e14 && m < 1e14)) return 0;
-    if (m == floor(m)) return m / pow10tab[k] == x;
+  for (j = 1; j <= 22; j++) {
+    double d = x * pow10tab[j];
+    if (!(d > -1e14 && d < 1e14)) return 0;
+    if (d == floor(d)) {
+      if (d / pow10tab[j] != x) return 0;
+      *m = (long long)d;
+      *k = j;
+      return 1;
+    }
   }
   return 0;
+}
+
+static int float_is_plain(double x) {
+  long long m;
+  int k;
+  return lmp_pickle_float_decimal(x, &m, &k);
 }
 
 /* 1 if the number at idx travels as a plain JSON number. */

@@ -30,6 +30,10 @@ int lmp_pickle_fmtfloat(char *buf, size_t sz, double x);
  * about 50 times cheaper than the shortest decimal text both ways. */
 void lmp_pickle_hexfloat(char buf[16], double x);
 int lmp_pickle_parse_hexfloat(const char *s, double *x);
+/* 1 if the non-integral x is m / 10^k exactly as strtod reads it, for an
+ * integer |m| < 1e14 and 1 <= k <= 22 (then cjson's "%.14g" text of x is
+ * that decimal, and it reads back as x): m and k in *m, *k. */
+int lmp_pickle_float_decimal(double x, long long *m, int *k);
 /* 1 if the number / string at idx is written by cjson as is. */
 int lmp_pickle_number_is_plain(lua_State *L, int idx);
 int lmp_pickle_string_is_plain(lua_State *L, int idx);

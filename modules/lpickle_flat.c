@@ -1,25 +1,29 @@
-/* lpickle_flat.c -- a pool's flat JSON lists, without cjson.
+/* lpickle_flat.c -- flat JSON lists, without cjson.
  *
- * A Pool.map of tiny tasks moves lists of small integers or short strings
+ * A Pool.map of tiny tasks moves lists of small numbers or short strings
  * both ways. cjson writes each number with snprintf("%.14g") and reads it
  * with strtod (170 ns an integer here, more than Python's whole map spends
- * on one), and pickle's exact layer walks every string once more before
- * cjson does. These two functions write and read exactly the JSON cjson
- * would (the text ["a",-2,"b\/c"]) for that one shape, and say "not mine"
- * (nil, false) for anything else, which then takes the usual path:
+ * on one), and pickle's exact layer walks every item once more before
+ * cjson does. These functions write and read exactly the JSON cjson would
+ * (the text ["a",-2,0.5,"b\/c"]) for that one shape, and say "not mine"
+ * (nil, false, 0) for anything else, which then takes the usual path:
  *   flatlist(t, first, last) -> JSON text of t[first..last] | nil
  *   flatlist_load(s [, out, offset, n]) -> list | true, or nil | false
- * flatlist takes a table without a metatable whose items first..last are
- * integers cjson keeps (|i| < 10^14; in 5.1 integral numbers other than
- * -0) or plain strings (UTF-8, not starting with the tag byte) under
- * 64 KiB (bigger ones travel out of band: pickle.lua); it reads them raw,
- * escapes as cjson does, and gives a text of LMP_BYTES_MIN bytes or more
- * as an lmp.Bytes. flatlist_load takes only canonical text: "[", items
- * (integers of at most 15 digits, no leading zeros, no "-0"; strings with
- * no backslash and no control byte) between commas, "]", nothing else. It
- * builds what cjson.decode and pickle's fix would: integers (5.3+) or
- * numbers (5.1), and strings; with out it stores item i in out[offset + i]
- * and insists on exactly n items. */
+ *   lmp_pickle_flat_push (lpickle.h): pickle.dumps of a whole flat list
+ * The items: integers cjson keeps (|i| < 10^14; in 5.1 integral numbers
+ * other than -0), floats it keeps (non-integral, at most 14 significant
+ * digits: lmp_pickle_float_decimal), and plain strings (UTF-8, not
+ * starting with the tag byte) under 64 KiB (bigger ones travel out of
+ * band: pickle.lua). flatlist takes a table without a metatable, reads it
+ * raw, escapes as cjson does, and gives a text of LMP_BYTES_MIN bytes or
+ * more as an lmp.Bytes. flatlist_load takes only canonical text: "[",
+ * items between commas, "]", nothing else; numbers of at most 15 digits
+ * (no leading zeros, no "-0", no integral value written as a float),
+ * strings with no backslash and no control byte. It builds what
+ * cjson.decode and pickle's fix would: integers (5.3+) or numbers (5.1),
+ * floats, strings; with out it stores item i in out[offset + i] and
+ * insists on exactly n items. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,6 +78,59 @@ static void put_decimal(wbuf *b, long long v) {
   b->n += (size_t)(tmp + sizeof tmp - t);
 }
 
+/* Writes cjson's "%.14g" text of m / 10^k (lmp_pickle_float_decimal's
+ * parts of a non-integral float; room for 32 bytes given), as printf
+ * would: its digits without trailing zeros, in fixed notation for a
+ * decimal exponent from -4 to 13, else as d.ddde-XX. */
+static void put_float(wbuf *b, long long m, int k) {
+  char dig[24], *p = b->p + b->n;
+  int d = 0, i, x;
+  unsigned long long u = m < 0 ? 0ULL - (unsigned long long)m : (unsigned long long)m;
+  char tmp[24], *t = tmp + sizeof tmp;
+  do { *--t = (char)('0' + u % 10); u /= 10; } while (u);
+  while (t < tmp + sizeof tmp) dig[d++] = *t++;
+  while (d > 1 && dig[d - 1] == '0') { d--; k--; }
+  x = d - 1 - k;                               /* the decimal exponent */
+  if (m < 0) *p++ = '-';
+  if (x < -4 || x >= 14) {
+    *p++ = dig[0];
+    if (d > 1) { *p++ = '.'; memcpy(p, dig + 1, (size_t)(d - 1)); p += d - 1; }
+    *p++ = 'e';
+    *p++ = x < 0 ? '-' : '+';
+    if (x < 0) x = -x;
+    if (x >= 100) *p++ = (char)('0' + x / 100);
+    *p++ = (char)('0' + x / 10 % 10);
+    *p++ = (char)('0' + x % 10);
+  } else if (x >= 0) {
+    memcpy(p, dig, (size_t)(x + 1)); p += x + 1;
+    *p++ = '.';
+    memcpy(p, dig + x + 1, (size_t)(d - x - 1)); p += d - x - 1;
+  } else {
+    *p++ = '0'; *p++ = '.';
+    for (i = 0; i < -x - 1; i++) *p++ = '0';
+    memcpy(p, dig, (size_t)d); p += d;
+  }
+  b->n = (size_t)(p - b->p);
+}
+
+/* Writes the number at idx when cjson writes it exactly (a small
+ * integer, or a float of at most 14 digits); 0 if not, -1 when out of
+ * memory. */
+static int put_number(lua_State *L, int idx, wbuf *b) {
+  long long v;
+  int k;
+  lua_Number x;
+  if (!wbuf_room(b, 32)) return -1;
+  if (plain_int(L, idx, &v)) { put_decimal(b, v); return 1; }
+#if LUA_VERSION_NUM >= 503
+  if (lua_isinteger(L, idx)) return 0;
+#endif
+  x = lua_tonumber(L, idx);
+  if (x == floor(x) || !lmp_pickle_float_decimal(x, &v, &k)) return 0;
+  put_float(b, v, k);
+  return 1;
+}
+
 /* cjson's escapes (lua_cjson.c's char2escape): control bytes, '"', '/',
  * '\\' and DEL; a byte of 128 or more goes as it is. */
 static int escape_of(unsigned char c, char out[6]) {
@@ -118,15 +175,12 @@ static int write_list(lua_State *L, int idx, lua_Integer first, lua_Integer last
   lua_Integer i;
   b->p[b->n++] = '[';
   for (i = first; i <= last; i++) {
-    long long v;
     size_t n;
     const char *s;
     int ok = 1;
     lua_rawgeti(L, idx, i);
     if (lua_type(L, -1) == LUA_TNUMBER) {
-      if (!plain_int(L, -1, &v)) ok = 0;
-      else if (!wbuf_room(b, 17)) ok = -1;
-      else put_decimal(b, v);
+      ok = put_number(L, -1, b);
     } else if (lua_type(L, -1) == LUA_TSTRING) {
       s = lua_tolstring(L, -1, &n);
       if (n >= STR_LIMIT || !lmp_pickle_string_is_plain(L, -1)) ok = 0;
@@ -175,16 +229,55 @@ static int l_flatlist(lua_State *L) {
 
 /* ---- reading ---- */
 
-/* Reads a canonical integer at *pp (before end) into *v; 0 if none. */
-static int read_int(const char **pp, const char *end, long long *v) {
+static const double pow10s[] = {
+  1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12,
+  1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22
+};
+
+/* Reads at *pp (before end) an integer of at most 15 digits, or a number
+ * with a fraction or an exponent whose value is m / 10^k for at most 15
+ * significant digits m and 1 <= k <= 22, as strtod reads it (m and 10^k
+ * are exact doubles, and IEEE division rounds as strtod does). Canonical
+ * only: no leading zeros, no "-0", no integral value written as a float
+ * (cjson and fix would make it an integer). Sets *isint; 0 if refused. */
+static int read_number(const char **pp, const char *end, long long *v, double *x, int *isint) {
   const char *p = *pp, *d;
-  int neg = 0;
-  long long u = 0;
+  int neg = 0, sig = 0, frac = 0, ex = 0, exneg = 0, k;
+  long long m = 0;
   if (p < end && *p == '-') { neg = 1; p++; }
   d = p;
-  while (p < end && *p >= '0' && *p <= '9' && p - d < 16) u = u * 10 + (*p++ - '0');
-  if (p == d || p - d > 15 || (*d == '0' && (p - d > 1 || neg))) return 0;
-  *v = neg ? -u : u;
+  while (p < end && *p >= '0' && *p <= '9' && p - d < 16) {
+    m = m * 10 + (*p - '0');
+    if (m) sig++;
+    p++;
+  }
+  if (p == d || p - d > 15 || (*d == '0' && p - d > 1)) return 0;
+  *isint = p == end || (*p != '.' && *p != 'e');
+  if (*isint) {
+    if (neg && m == 0) return 0;
+    *v = neg ? -m : m;
+    *pp = p;
+    return 1;
+  }
+  if (*p == '.') {
+    for (p++; p < end && *p >= '0' && *p <= '9' && sig <= 15; p++, frac++) {
+      m = m * 10 + (*p - '0');
+      if (m) sig++;
+    }
+    if (frac == 0 || sig > 15) return 0;
+  }
+  if (p < end && *p == 'e') {
+    const char *e;
+    p++;
+    if (p < end && (*p == '-' || *p == '+')) exneg = *p++ == '-';
+    for (e = p; p < end && *p >= '0' && *p <= '9' && p - e < 3; p++) ex = ex * 10 + (*p - '0');
+    if (p == e || (p < end && *p >= '0' && *p <= '9')) return 0;
+  }
+  k = frac + (exneg ? ex : -ex);
+  if (k < 1 || k > 22) return 0;
+  *x = (double)m / pow10s[k];
+  if (*x == floor(*x)) return 0;
+  if (neg) *x = -*x;
   *pp = p;
   return 1;
 }
@@ -206,12 +299,15 @@ static int read_string(lua_State *L, const char **pp, const char *end) {
 /* Pushes the item at *pp; 0 when it is not of the shape. */
 static int read_item(lua_State *L, const char **pp, const char *end) {
   long long v;
+  double x;
+  int isint;
   if (**pp == '"') return read_string(L, pp, end);
-  if (!read_int(pp, end, &v)) return 0;
+  if (!read_number(pp, end, &v, &x, &isint)) return 0;
 #if LUA_VERSION_NUM >= 503
-  lua_pushinteger(L, (lua_Integer)v);
+  if (isint) lua_pushinteger(L, (lua_Integer)v);
+  else lua_pushnumber(L, (lua_Number)x);
 #else
-  lua_pushnumber(L, (lua_Number)v);
+  lua_pushnumber(L, isint ? (lua_Number)v : (lua_Number)x);
 #endif
   return 1;
 }

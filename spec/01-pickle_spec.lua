@@ -813,9 +813,41 @@ describe("lmp.pickle JSON flat lists of integers and strings (a pool's tiny task
     assert.is_nil(C.flatlist_load('["a\tb"]'))        -- a raw control byte: cjson's call
   end)
 
+  it("writes floats of at most 14 digits as cjson's %.14g does, and reads back the same floats", function()
+    local t = {0.5, -0.25, 0.1, 12345.678, 1.5e-05, -2.5e-10, 0.0001, 0.00012, 1.25e-22,
+               9999999999999.5, 0.12345678901234, 1e-05, 3.5, -7.125}
+    local r = G.rng(31)
+    for _ = 1, 3000 do
+      t[#t + 1] = (r(2) == 1 and -1 or 1) * r(99999999) / 10 ^ r(22)
+      t[#t + 1] = r(9999999) / 10 ^ r(7) + r(9999999)          -- up to 14 digits
+    end
+    local plain = {}
+    for _, x in ipairs(t) do
+      if x ~= math.floor(x) and C.flatlist({x}, 1, 1) then plain[#plain + 1] = x end
+    end
+    assert.is_true(#plain > #t * 0.9, #plain .. " of " .. #t)
+    local s = C.flatlist(plain, 1, #plain)
+    local text = type(s) == "string" and s or s:tostring()
+    if type(s) ~= "string" then s:free() end
+    assert.equal(cjson.encode(plain), text)
+    local back = C.flatlist_load(text)
+    assert.equal(#plain, #back)
+    for i = 1, #plain do
+      assert.equal(plain[i], back[i])
+      if has_int then assert.equal("float", math.type(back[i])) end
+    end
+    -- 17-digit and integral floats are not cjson's to write exactly: the usual path
+    assert.is_nil(C.flatlist({1 / 3}, 1, 1))
+    if has_int then assert.is_nil(C.flatlist({2.0}, 1, 1)) end
+    for _, text in ipairs{"[1.0]", "[1.5e+2]", "[0.1234567890123456]", "[1.]", "[.5]",
+                          "[1e]", "[-0.0]", "[00.5]", "[1.5e-023]"} do
+      assert.is_nil(C.flatlist_load(text), text)
+    end
+  end)
+
   it("leaves every other list to the usual path, which keeps it exact", function()
     local others = {
-      {1, 2, LIM + 1}, {-LIM - 1}, {1, 2.5}, {1, true}, {{1}}, {1, nil, 3},
+      {1, 2, LIM + 1}, {-LIM - 1}, {1, 1 / 3}, {1, true}, {{1}}, {1, nil, 3},
       setmetatable({1, 2}, {}), {"\1tag"}, {"\255 not UTF-8"}, {"x", string.rep("y", 65536)},
     }
     if has_int then
@@ -842,7 +874,7 @@ describe("lmp.pickle JSON flat lists of integers and strings (a pool's tiny task
   end)
 
   it("reads only canonical text and says so otherwise; cjson then reads what is valid", function()
-    for _, s in ipairs{"[]", "[01]", "[-0]", "[1 ,2]", "[ 1]", "[1.0]", "[1e3]", "[1,]", "[,1]",
+    for _, s in ipairs{"[]", "[01]", "[-0]", "[1 ,2]", "[ 1]", "[1.0]", "[1e3]", "[1,]", "[,1]", "[1.5.5]",
                        "[1,,2]", "[-]", "[1234567890123456]", "[1]x", "[1", "{1}", "[true]",
                        '["a]', '["a"', '["a""b"]', '["a",]', '[1"a"]', '["a":1]', '[""'} do
       assert.is_nil(C.flatlist_load(s), s)

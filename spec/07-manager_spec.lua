@@ -570,7 +570,13 @@ describe("examples/distributed", function()
     for i = 1, 3 do
       local s = workers[i]:read("*a")
       workers[i]:close()
-      local did = assert(tonumber(s:match("did (%d+) tasks")), s .. "\nmaster said:\n" .. master_output())
+      local did = tonumber(s:match("did (%d+) tasks"))
+      -- one that starts after the others did all the tasks may find the
+      -- master gone (seen once, under LuaJIT in a full run): it did none
+      if not did and s:find("cannot connect", 1, true) then   -- (its output may still be buffered)
+        did = H.wait_until(function() return master_output():find("results: 300,", 1, true) and 0 end, 30)
+      end
+      assert(did, s .. "\nmaster said:\n" .. master_output())
       total = total + did
       if did > 0 then active = active + 1 end
     end
