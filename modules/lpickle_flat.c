@@ -351,8 +351,10 @@ static int l_flatlist_load(lua_State *L) {
 }
 
 void lmp_pickle_flat_open(lua_State *L) {
-  lua_pushcfunction(L, l_flatlist);
-  lua_setfield(L, -2, "flatlist");
-  lua_pushcfunction(L, l_flatlist_load);
-  lua_setfield(L, -2, "flatlist_load");
+  static const luaL_Reg funcs[] = {
+    {"flatlist", l_flatlist},
+    {"flatlist_load", l_flatlist_load},
+    {NULL, NULL}
+  };
+  luaL_setfuncs(L, funcs, 0);
 }
