@@ -50,6 +50,21 @@ section("pickle", function()
     assert(p.loads(p.encoder(fmt)({lmp, {1}}))[1] == lmp)
   end
   assert(not pcall(p.loads_into, p.dumps({1, 2}, {format = "binary"}), {}, 0, 1))
+  -- flat JSON lists (lpickle_flat.c): escapes, floats, a big one as
+  -- lmp.Bytes, damaged text, a chunk that says more than it holds
+  local flat = {"a/b\"c\1", 0.5, -1.25e-07, 12345678901234, "é"}
+  for i = 6, 20000 do flat[i] = i % 7 == 0 and "item" .. i or (2 * i + 1) / 16 end
+  local s = p.dumps(flat)
+  assert(p.loads(s)[2] == 0.5 and p.loads(s)[20000] == 40001 / 16)
+  local b = p.list_encoder("json")(flat, #flat)
+  local out = {}
+  p.loads_into(b, out, 0, #flat)
+  assert(out[3] == -1.25e-07 and out[7] == "item7")
+  b:free()
+  for i = 1, 200 do
+    assert(pcall(p.loads, s:sub(1, i) .. "x" .. s:sub(i + 2, 400) .. "]") ~= nil)
+  end
+  assert(not require("lmp.c.pickle").flatlist_load("[1,2,3]", {}, 0, 2))
 end)
 
 section("pipe", function()
