@@ -81,9 +81,7 @@ void lmp_hugepage_reexec(char **argv) {
   if (pre && strstr(pre, "vgpreload")) return;
   if (old && strstr(old, "glibc.malloc.hugetlb")) return;
   if (!argv || !argv[0] || !thp_possible()) return;
-  /* first: a full make test once in two runs saw glibc advise nothing
-   * when it came after glibc.malloc.check=0 (cause not found) */
-  if (asprintf(&tun, "%s%s%s", TUNABLE, old ? ":" : "", old ? old : "") < 0) return;
+  if (asprintf(&tun, "%s%s%s", old ? old : "", old ? ":" : "", TUNABLE) < 0) return;
   if (asprintf(&keep, "%s%s", old ? "+" : "-", old ? old : "") < 0) { free(tun); return; }
   fflush(NULL);
   if (setenv(SAVED, keep, 1) == 0 && setenv("GLIBC_TUNABLES", tun, 1) == 0)

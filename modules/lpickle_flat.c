@@ -12,14 +12,15 @@
  *   lmp_pickle_flat_push (lpickle.h): pickle.dumps of a whole flat list
  * The items: integers cjson keeps (|i| < 10^14; in 5.1 integral numbers
  * other than -0), floats it keeps (non-integral, at most 14 significant
- * digits: lmp_pickle_float_decimal), and plain strings (UTF-8, not
+ * digits: lmp_pickle_float_decimal), any other float as the tagged leaf
+ * "\u0001x<16 hex digits>" that leafcopy and cjson write, and plain strings (UTF-8, not
  * starting with the tag byte) under 64 KiB (bigger ones travel out of
  * band: pickle.lua). flatlist takes a table without a metatable, reads it
  * raw, escapes as cjson does, and gives a text of LMP_BYTES_MIN bytes or
  * more as an lmp.Bytes. flatlist_load takes only canonical text: "[",
  * items between commas, "]", nothing else; numbers of at most 15 digits
  * (no leading zeros, no "-0", no integral value written as a float),
- * strings with no backslash and no control byte. It builds what
+ * strings with no backslash and no control byte, tagged floats. It builds what
  * cjson.decode and pickle's fix would: integers (5.3+) or numbers (5.1),
  * floats, strings; with out it stores item i in out[offset + i] and
  * insists on exactly n items. */
@@ -31,6 +32,7 @@
 
 #define INT_LIMIT 100000000000000LL      /* 10^14: cjson's 14 digits */
 #define STR_LIMIT (64 * 1024)            /* pickle.lua's ATTACH_MIN */
+#define TAGGED_FLOAT "\"\\u0001x"          /* cjson's text of "\1x", then 16 hex digits */
 
 /* ---- writing ---- */
 
@@ -113,9 +115,9 @@ static void put_float(wbuf *b, long long m, int k) {
   b->n = (size_t)(p - b->p);
 }
 
-/* Writes the number at idx when cjson writes it exactly (a small
- * integer, or a float of at most 14 digits); 0 if not, -1 when out of
- * memory. */
+/* Writes the number at idx as plain JSON (a small integer, a float of at
+ * most 14 digits) or as the tagged leaf of a float; 0 for a big integer
+ * (5.3+), -1 when out of memory. */
 static int put_number(lua_State *L, int idx, wbuf *b) {
   long long v;
   int k;
@@ -126,8 +128,15 @@ static int put_number(lua_State *L, int idx, wbuf *b) {
   if (lua_isinteger(L, idx)) return 0;
 #endif
   x = lua_tonumber(L, idx);
-  if (x == floor(x) || !lmp_pickle_float_decimal(x, &v, &k)) return 0;
-  put_float(b, v, k);
+  if (x != floor(x) && lmp_pickle_float_decimal(x, &v, &k)) {
+    put_float(b, v, k);
+    return 1;
+  }
+  /* any other float: the tagged leaf leafcopy gives it ("\1x<its bits>") */
+  memcpy(b->p + b->n, TAGGED_FLOAT, sizeof TAGGED_FLOAT - 1);
+  lmp_pickle_hexfloat(b->p + b->n + sizeof TAGGED_FLOAT - 1, (double)x);
+  b->n += sizeof TAGGED_FLOAT - 1 + 16;
+  b->p[b->n++] = '"';
   return 1;
 }
 
@@ -301,7 +310,16 @@ static int read_item(lua_State *L, const char **pp, const char *end) {
   long long v;
   double x;
   int isint;
-  if (**pp == '"') return read_string(L, pp, end);
+  size_t tl = sizeof TAGGED_FLOAT - 1;
+  if (**pp == '"') {
+    if ((size_t)(end - *pp) > tl + 16 && memcmp(*pp, TAGGED_FLOAT, tl) == 0) {
+      if ((*pp)[tl + 16] != '"' || !lmp_pickle_parse_hexfloat(*pp + tl, &x)) return 0;
+      lua_pushnumber(L, (lua_Number)x);
+      *pp += tl + 17;
+      return 1;
+    }
+    return read_string(L, pp, end);
+  }
   if (!read_number(pp, end, &v, &x, &isint)) return 0;
 #if LUA_VERSION_NUM >= 503
   if (isint) lua_pushinteger(L, (lua_Integer)v);
