@@ -156,7 +156,8 @@ describe("the lmp runtime", function()
           -- seen about once in two full `make test` runs, never alone:
           -- exec'd with the tunable, yet glibc advised nothing (see the
           -- note of session 10); reported, not asserted
-          io.stderr:write("\n[02-runtime] glibc did not advise under " .. env .. ": " .. l .. "\n")
+          io.stderr:write("\n[02-runtime] glibc did not advise under " .. env .. " in the " ..
+            (n == 1 and "parent" or "spawned child") .. ": " .. l .. "\n")
         end
       end
       assert.equal(2, n, r.out)
