@@ -12,8 +12,8 @@
  *                      a copy of just the tables on the way to those
  *                      leaves, each leaf a tagged string; nothing when v
  *                      needs more (see the tagged form in pickle.lua). A
- *                      flat list of small integers and short strings
- *                      comes back as its JSON text (lpickle_flat.c).
+ *                      flat list of numbers and short strings comes back
+ *                      as its JSON text (lpickle_flat.c).
  *   fix(v, nulls, tags)  after cjson.decode of such text: integral floats
  *                      back to integers (5.3+), cjson.null to nil, tagged
  *                      leaves back to their values, in place.
@@ -146,7 +146,7 @@ int lmp_pickle_utf8ok(const unsigned char *s, size_t n) {
   return 1;
 }
 
-static const double pow10tab[] = {
+const double lmp_pickle_pow10[LMP_PICKLE_POW10_MAX + 1] = {
   1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12,
   1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22
 };
@@ -157,11 +157,11 @@ static const double pow10tab[] = {
 int lmp_pickle_float_decimal(double x, long long *m, int *k) {
   int j;
   if (!(x > -1e14 && x < 1e14) || x == 0) return 0;
-  for (j = 1; j <= 22; j++) {
-    double d = x * pow10tab[j];
+  for (j = 1; j <= LMP_PICKLE_POW10_MAX; j++) {
+    double d = x * lmp_pickle_pow10[j];
     if (!(d > -1e14 && d < 1e14)) return 0;
     if (d == floor(d)) {
-      if (d / pow10tab[j] != x) return 0;
+      if (d / lmp_pickle_pow10[j] != x) return 0;
       *m = (long long)d;
       *k = j;
       return 1;
@@ -181,7 +181,7 @@ int lmp_pickle_number_is_plain(lua_State *L, int idx) {
 #if LUA_VERSION_NUM >= 503
   if (lua_isinteger(L, idx)) {
     lua_Integer i = lua_tointeger(L, idx);
-    return i > -100000000000000LL && i < 100000000000000LL;
+    return i > -LMP_PICKLE_INT_LIMIT && i < LMP_PICKLE_INT_LIMIT;
   } else {
     double x = lua_tonumber(L, idx);
     return x != floor(x) && float_is_plain(x);

@@ -30,6 +30,12 @@ int lmp_pickle_fmtfloat(char *buf, size_t sz, double x);
  * about 50 times cheaper than the shortest decimal text both ways. */
 void lmp_pickle_hexfloat(char buf[16], double x);
 int lmp_pickle_parse_hexfloat(const char *s, double *x);
+/* cjson writes numbers with 14 digits: integers below this in magnitude
+ * travel as plain JSON numbers. */
+#define LMP_PICKLE_INT_LIMIT 100000000000000LL
+/* 10^0 .. 10^22: the powers of ten a double holds exactly. */
+#define LMP_PICKLE_POW10_MAX 22
+extern const double lmp_pickle_pow10[LMP_PICKLE_POW10_MAX + 1];
 /* 1 if the non-integral x is m / 10^k exactly as strtod reads it, for an
  * integer |m| < 1e14 and 1 <= k <= 22 (then cjson's "%.14g" text of x is
  * that decimal, and it reads back as x): m and k in *m, *k. */
@@ -51,9 +57,10 @@ int lmp_pickle_untag_leaf(lua_State *L, const char *s, size_t n);
 /* Adds tagcopy / untag (lpickle_tag.c) to the table on top. */
 void lmp_pickle_tag_open(lua_State *L);
 /* Pushes the JSON text of t[first..last] (t the table at idx, read raw)
- * and returns 1 when every item is a small integer or a short plain
- * string, the very text cjson would write; a big text as an lmp.Bytes
- * when bytes_ok. Returns 0, pushing nothing, otherwise (lpickle_flat.c). */
+ * and returns 1 when every item is a number (but an integer past 10^14,
+ * 5.3+) or a plain string under 64 KiB: the very text leafcopy and cjson
+ * would write; a big text as an lmp.Bytes when bytes_ok. Returns 0,
+ * pushing nothing, otherwise (lpickle_flat.c). */
 int lmp_pickle_flat_push(lua_State *L, int idx, lua_Integer first, lua_Integer last,
                          int bytes_ok);
 /* Adds flatlist / flatlist_load (lpickle_flat.c) to the table on top. */

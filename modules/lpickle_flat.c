@@ -10,27 +10,26 @@
  *   flatlist(t, first, last) -> JSON text of t[first..last] | nil
  *   flatlist_load(s [, out, offset, n]) -> list | true, or nil | false
  *   lmp_pickle_flat_push (lpickle.h): pickle.dumps of a whole flat list
- * The items: integers cjson keeps (|i| < 10^14; in 5.1 integral numbers
- * other than -0), floats it keeps (non-integral, at most 14 significant
- * digits: lmp_pickle_float_decimal), any other float as the tagged leaf
- * "\u0001x<16 hex digits>" that leafcopy and cjson write, and plain strings (UTF-8, not
- * starting with the tag byte) under 64 KiB (bigger ones travel out of
- * band: pickle.lua). flatlist takes a table without a metatable, reads it
- * raw, escapes as cjson does, and gives a text of LMP_BYTES_MIN bytes or
- * more as an lmp.Bytes. flatlist_load takes only canonical text: "[",
- * items between commas, "]", nothing else; numbers of at most 15 digits
- * (no leading zeros, no "-0", no integral value written as a float),
- * strings with no backslash and no control byte, tagged floats. It builds what
- * cjson.decode and pickle's fix would: integers (5.3+) or numbers (5.1),
- * floats, strings; with out it stores item i in out[offset + i] and
- * insists on exactly n items. */
+ * The items: numbers cjson keeps (lmp_pickle_number_is_plain: integers
+ * with |i| < 10^14, floats of at most 14 significant digits), any other
+ * float as the tagged leaf "\u0001x<16 hex digits>" that leafcopy and
+ * cjson write, and plain strings (UTF-8, not starting with the tag byte)
+ * under 64 KiB (bigger ones travel out of band: pickle.lua). flatlist
+ * takes a table without a metatable, reads it raw, escapes as cjson does,
+ * and gives a text of LMP_BYTES_MIN bytes or more as an lmp.Bytes.
+ * flatlist_load takes only canonical text: "[", items between commas,
+ * "]", nothing else; numbers of at most 15 digits (no leading zeros, no
+ * "-0", no integral value written as a float), strings with no backslash
+ * and no control byte, tagged floats. It builds what cjson.decode and
+ * pickle's fix would: integers (5.3+) or numbers (5.1), floats, strings;
+ * with out it stores item i in out[offset + i] and insists on exactly n
+ * items. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lpickle.h"
 
-#define INT_LIMIT 100000000000000LL      /* 10^14: cjson's 14 digits */
 #define STR_LIMIT (64 * 1024)            /* pickle.lua's ATTACH_MIN */
 #define TAGGED_FLOAT "\"\\u0001x"          /* cjson's text of "\1x", then 16 hex digits */
 
@@ -52,32 +51,39 @@ static int wbuf_room(wbuf *b, size_t more) {
   return 1;
 }
 
-/* The integer at idx if cjson writes it exactly, in *v; else 0. */
+/* The integer at idx if cjson writes it exactly, in *v; else 0: the
+ * integer half of lmp_pickle_number_is_plain, inline (a call per item
+ * cost a pool's flat list 40% more). */
 static int plain_int(lua_State *L, int idx, long long *v) {
 #if LUA_VERSION_NUM >= 503
   lua_Integer i;
   if (!lua_isinteger(L, idx)) return 0;
   i = lua_tointeger(L, idx);
-  if (!(i > -INT_LIMIT && i < INT_LIMIT)) return 0;
+  if (!(i > -LMP_PICKLE_INT_LIMIT && i < LMP_PICKLE_INT_LIMIT)) return 0;
   *v = (long long)i;
-  return 1;
 #else
   lua_Number x = lua_tonumber(L, idx);
-  if (!(x > -(lua_Number)INT_LIMIT && x < (lua_Number)INT_LIMIT)) return 0;
+  if (!(x > -(lua_Number)LMP_PICKLE_INT_LIMIT && x < (lua_Number)LMP_PICKLE_INT_LIMIT)) return 0;
   *v = (long long)x;
-  if ((lua_Number)*v != x || (x == 0 && 1 / x < 0)) return 0;   /* fraction, -0 */
-  return 1;
+  if ((lua_Number)*v != x || (x == 0 && signbit(x))) return 0;   /* fraction, -0 */
 #endif
+  return 1;
+}
+
+/* Writes the decimal digits of |v| at out, most significant first;
+ * returns how many (at most 20). */
+static int put_digits(char *out, long long v) {
+  char tmp[24], *t = tmp + sizeof tmp;
+  unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+  do { *--t = (char)('0' + u % 10); u /= 10; } while (u);
+  memcpy(out, t, (size_t)(tmp + sizeof tmp - t));
+  return (int)(tmp + sizeof tmp - t);
 }
 
 /* Writes v in decimal (room for 16 bytes given). */
 static void put_decimal(wbuf *b, long long v) {
-  char tmp[24], *t = tmp + sizeof tmp;
-  unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-  do { *--t = (char)('0' + u % 10); u /= 10; } while (u);
   if (v < 0) b->p[b->n++] = '-';
-  memcpy(b->p + b->n, t, (size_t)(tmp + sizeof tmp - t));
-  b->n += (size_t)(tmp + sizeof tmp - t);
+  b->n += (size_t)put_digits(b->p + b->n, v);
 }
 
 /* Writes cjson's "%.14g" text of m / 10^k (lmp_pickle_float_decimal's
@@ -86,11 +92,7 @@ static void put_decimal(wbuf *b, long long v) {
  * decimal exponent from -4 to 13, else as d.ddde-XX. */
 static void put_float(wbuf *b, long long m, int k) {
   char dig[24], *p = b->p + b->n;
-  int d = 0, i, x;
-  unsigned long long u = m < 0 ? 0ULL - (unsigned long long)m : (unsigned long long)m;
-  char tmp[24], *t = tmp + sizeof tmp;
-  do { *--t = (char)('0' + u % 10); u /= 10; } while (u);
-  while (t < tmp + sizeof tmp) dig[d++] = *t++;
+  int d = put_digits(dig, m), i, x;
   while (d > 1 && dig[d - 1] == '0') { d--; k--; }
   x = d - 1 - k;                               /* the decimal exponent */
   if (m < 0) *p++ = '-';
@@ -238,11 +240,6 @@ static int l_flatlist(lua_State *L) {
 
 /* ---- reading ---- */
 
-static const double pow10s[] = {
-  1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12,
-  1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22
-};
-
 /* Reads at *pp (before end) an integer of at most 15 digits, or a number
  * with a fraction or an exponent whose value is m / 10^k for at most 15
  * significant digits m and 1 <= k <= 22, as strtod reads it (m and 10^k
@@ -283,8 +280,8 @@ static int read_number(const char **pp, const char *end, long long *v, double *x
     if (p == e || (p < end && *p >= '0' && *p <= '9')) return 0;
   }
   k = frac + (exneg ? ex : -ex);
-  if (k < 1 || k > 22) return 0;
-  *x = (double)m / pow10s[k];
+  if (k < 1 || k > LMP_PICKLE_POW10_MAX) return 0;
+  *x = (double)m / lmp_pickle_pow10[k];
   if (*x == floor(*x)) return 0;
   if (neg) *x = -*x;
   *pp = p;

@@ -540,7 +540,7 @@ local MAX_ITEMS = 2 ^ 31 - 1          -- past any list a pool could send
 local concat = table.concat
 
 -- The pickle of t[1..n] (JSON); big strings are taken out of t. A list
--- of small integers and short strings (a map of tiny tasks) is written by
+-- of numbers and short strings (a map of tiny tasks) is written by
 -- C.flatlist: the same text as cjson's, 3-10x faster (lpickle_flat.c).
 local function dumps_json_list(t, n, name)
   local flat = flatlist(t, 1, n)
@@ -773,10 +773,14 @@ end
 -- out[offset + i]. A pool files a chunk of results this way. s may be
 -- an lmp.Bytes (a pool's big payload), read in place in the binary form.
 function M.loads_into(s, out, offset, n)
-  local b = first_byte(s)
+  local b, t = first_byte(s), nil
   if b == BINARY_MAGIC then return bloads_into(s, false, classes, out, offset, n) end
-  if b == BRACKET and flatlist_load(s, out, offset, n) then return end
-  local t = loads_any(s, false)
+  if b == BRACKET then
+    if flatlist_load(s, out, offset, n) then return end
+    t = loads_json(as_string(s), false)   -- not a flat list: cjson's turn
+  else
+    t = loads_any(s, false)
+  end
   if type(t) ~= "table" then raise("malformed input: not a list") end
   for i = 1, n do out[offset + i] = t[i] end
 end
