@@ -2,18 +2,15 @@
  *
  * lua/lmp/pickle.lua writes and reads JSON text with a private lua-cjson
  * instance. This file gives it what must be fast or exact:
- *   plain(v, classes)  true when cjson.encode(v) already round-trips v
- *                      exactly and Python's json.loads reads the obvious
- *                      value (see is_plain below); one walk, no allocation
- *                      beyond a reusable pointer set.
- *   leafcopy(v, classes)  plain data in which some numbers and strings
- *                      are not plain (integral or 17-digit floats, big
- *                      integers, byte strings): v itself when plain, else
- *                      a copy of just the tables on the way to those
- *                      leaves, each leaf a tagged string; nothing when v
- *                      needs more (see the tagged form in pickle.lua). A
- *                      flat list of numbers and short strings comes back
- *                      as its JSON text (lpickle_flat.c).
+ *   jsontext(v, classes)  v's JSON text when v is plain data (tables
+ *                      without metatables, met once, keys 1..n or plain
+ *                      strings): the text cjson would write, leaves it
+ *                      would lose (integral or 17-digit floats, big
+ *                      integers, byte strings) as tagged strings; written
+ *                      in one pass by lpickle_json.c, which also reads it
+ *                      back (jsonload). nil when v needs the tagged form.
+ *   jsonlist(t, first, last, classes)  the same for a pool's chunk.
+ *   plain(x)           the number or string x travels as itself.
  *   fix(v, nulls, tags)  after cjson.decode of such text: integral floats
  *                      back to integers (5.3+), cjson.null to nil, tagged
  *                      leaves back to their values, in place.
@@ -200,147 +197,7 @@ int lmp_pickle_string_is_plain(lua_State *L, int idx) {
   return lmp_pickle_utf8ok((const unsigned char *)s, n);
 }
 
-/* ---- the plain check ---- */
-
-#define PLAIN_MAX_DEPTH 1000
-
-typedef struct {
-  lua_State *L;
-  pset *seen;
-  const pset *named;  /* cached tables that travel by name, or NULL */
-  int leaves;         /* tag non-plain leaves (leafcopy) or give up (plain) */
-} plainctx;
-
-/* What the walk found: not expressible as (leaf-tagged) plain JSON, plain
- * as it is, or plain once the copy it pushed is written instead. */
-enum { W_NO, W_PLAIN, W_COPY };
-
-static int walk_value(plainctx *c, int idx, int depth);
-static int walk_seq(plainctx *c, int idx, int depth, size_t n);
-
-/* Pushes a shallow copy of the table at idx. */
-static void shallow_copy(lua_State *L, int idx, size_t narr) {
-  lua_createtable(L, (int)narr, 0);
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    lua_pushvalue(L, -2);
-    lua_insert(L, -2);
-    lua_rawset(L, -4);
-  }
-}
-
-/* The part of walk_table for a table with a border n > 0: it can only
- * be plain as the sequence 1..n. Reads 1..n by index (no key checks; a
- * hole is a nil value, never plain), then counts the keys: there must be
- * exactly n. (Asking lua_next for a key after n is not enough: when 1..n
- * live in the hash part, as in a table built with lua_createtable(L, 0,
- * k), other keys can come before n in the traversal.) */
-static int walk_seq(plainctx *c, int idx, int depth, size_t n) {
-  lua_State *L = c->L;
-  int top = lua_gettop(L), r;
-  size_t i;
-  lua_pushnil(L);                 /* top + 1: the copy, once needed */
-  for (i = 1; i <= n; i++) {
-    lua_rawgeti(L, idx, (lua_Integer)i);          /* top + 2: the value */
-    r = walk_value(c, top + 2, depth + 1);
-    if (r == W_NO) { lua_settop(L, top); return W_NO; }
-    if (r == W_COPY) {            /* the replacement is at top + 3 */
-      if (lua_isnil(L, top + 1)) {
-        shallow_copy(L, idx, n);
-        lua_replace(L, top + 1);
-      }
-      lua_rawseti(L, top + 1, (lua_Integer)i);
-    }
-    lua_settop(L, top + 1);
-  }
-  lua_pushnil(L);
-  for (i = 0; lua_next(L, idx); i++) {
-    lua_pop(L, 1);
-    if (i == n) { lua_settop(L, top); return W_NO; }   /* more keys */
-  }
-  if (lua_isnil(L, top + 1)) {
-    lua_settop(L, top);
-    return W_PLAIN;
-  }
-  return W_COPY;
-}
-
-/* A plain table: no metatable, never seen before (no shared reference,
- * no cycle, not a module/class), keys either exactly 1..n or all plain
- * strings. A value that needs a replacement makes a copy of the table
- * (once) that holds it; the original is never changed. */
-static int walk_table(plainctx *c, int idx, int depth) {
-  lua_State *L = c->L;
-  size_t n, nint = 0, nstr = 0;
-  int r, top;
-  if (depth > PLAIN_MAX_DEPTH || lua_getmetatable(L, idx)) {
-    if (depth <= PLAIN_MAX_DEPTH) lua_pop(L, 1);
-    return W_NO;
-  }
-  if (c->named && pset_has(c->named, lua_topointer(L, idx))) return W_NO;
-  r = pset_add(c->seen, lua_topointer(L, idx));
-  if (r < 0) luaL_error(L, "not enough memory");
-  if (r == 0) return W_NO;
-  luaL_checkstack(L, 8, "pickle");
-  n = lua_rawlen(L, idx);
-  top = lua_gettop(L);
-  if (n > 0) return walk_seq(c, idx, depth, n);
-  lua_pushnil(L);                 /* top + 1: the copy, once needed */
-  lua_pushnil(L);                 /* top + 2: the key */
-  while (lua_next(L, idx)) {      /* top + 3: the value */
-    int kt = lua_type(L, top + 2);
-    if (kt == LUA_TSTRING) {
-      if (nint || !lmp_pickle_string_is_plain(L, top + 2)) break;
-      nstr++;
-    } else if (kt == LUA_TNUMBER && !nstr) {
-      lua_Number k = lua_tonumber(L, top + 2);
-      if (!(k >= 1 && k <= (lua_Number)n && k == floor(k))) break;
-      nint++;
-    } else {
-      break;
-    }
-    r = walk_value(c, top + 3, depth + 1);
-    if (r == W_NO) break;
-    if (r == W_COPY) {            /* the replacement is at top + 4 */
-      if (lua_isnil(L, top + 1)) {
-        shallow_copy(L, idx, n);
-        lua_replace(L, top + 1);
-      }
-      lua_pushvalue(L, top + 2);
-      lua_insert(L, top + 4);
-      lua_rawset(L, top + 1);
-    }
-    lua_settop(L, top + 2);
-  }
-  if (lua_gettop(L) != top + 1 || !(nstr > 0 || nint == n)) {   /* broke out */
-    lua_settop(L, top);
-    return W_NO;
-  }
-  if (lua_isnil(L, top + 1)) {
-    lua_settop(L, top);
-    return W_PLAIN;
-  }
-  return W_COPY;
-}
-
-static int walk_leaf(plainctx *c, int idx, int plain) {
-  if (plain) return W_PLAIN;
-  if (!c->leaves) return W_NO;
-  lmp_pickle_push_leaf(c->L, idx);
-  return W_COPY;
-}
-
-static int walk_value(plainctx *c, int idx, int depth) {
-  lua_State *L = c->L;
-  switch (lua_type(L, idx)) {
-    case LUA_TNIL: return depth == 0 ? W_PLAIN : W_NO;   /* only the root */
-    case LUA_TBOOLEAN: return W_PLAIN;
-    case LUA_TNUMBER: return walk_leaf(c, idx, lmp_pickle_number_is_plain(L, idx));
-    case LUA_TSTRING: return walk_leaf(c, idx, lmp_pickle_string_is_plain(L, idx));
-    case LUA_TTABLE: return walk_table(c, idx, depth);
-    default: return W_NO;
-  }
-}
+/* ---- plain JSON: which tables the writer may take ---- */
 
 /* Marks the tables that travel by name (modules, classes, the globals)
  * as already seen, so that the walk calls them "not plain". */
@@ -473,66 +330,63 @@ static const pset *named_current(lua_State *L, plainstate *st, int classes) {
   return &st->named;
 }
 
-/* Walks v (at 1; classes at 2) as plain() or leafcopy() asks. */
-static int walk_root(lua_State *L, int leaves) {
-  plainstate *st = (plainstate *)lua_touserdata(L, lua_upvalueindex(1));
-  plainctx c;
-  lua_settop(L, 2);
-  c.L = L;
-  c.seen = &st->seen;
-  c.named = NULL;
-  c.leaves = leaves;
-  if (lua_type(L, 1) == LUA_TTABLE) {
-    pset_reset(c.seen);
-    c.named = named_current(L, st, 2);
-    if (!c.named) mark_named(L, c.seen, 2);   /* no cache: mark them as seen */
+/* What lmp_pickle_json_push asks of this state: the tables one write met,
+ * and those that travel by name. */
+typedef struct {
+  pset *seen;
+  const pset *named;
+} admitctx;
+
+static int admit_table(void *ud, lua_State *L, int idx) {
+  admitctx *a = (admitctx *)ud;
+  const void *p = lua_topointer(L, idx);
+  if (lua_getmetatable(L, idx)) {
+    lua_pop(L, 1);
+    return 0;
   }
-  return walk_value(&c, 1, 0);
+  if (a->named && pset_has(a->named, p)) return 0;
+  return pset_add(a->seen, p);          /* 0 when met before, -1 no memory */
 }
 
-/* plain(v [, classes]) -> boolean. classes: name -> metatable. */
-static int l_plain(lua_State *L) {
-  lua_pushboolean(L, walk_root(L, 0) == W_PLAIN);
+/* Pushes the JSON text of v (at 1; classes at classes) as
+ * lmp_pickle_json_push writes it, or nil when v is not plain data. */
+static int push_json(lua_State *L, int slice, lua_Integer first, lua_Integer last,
+                     int classes) {
+  plainstate *st = (plainstate *)lua_touserdata(L, lua_upvalueindex(1));
+  admitctx a;
+  a.seen = &st->seen;
+  a.named = NULL;
+  if (lua_type(L, 1) == LUA_TTABLE) {
+    pset_reset(a.seen);
+    a.named = named_current(L, st, classes);
+    if (!a.named) mark_named(L, a.seen, classes);   /* no cache: mark them as met */
+  }
+  if (!lmp_pickle_json_push(L, 1, slice, first, last, admit_table, &a)) lua_pushnil(L);
   return 1;
 }
 
-/* Pushes true, nil and the JSON text of v (at 1; classes at 2) when v is
- * a flat list (lpickle_flat.c) that travels as plain data: no metatable,
- * not by name, keys exactly 1..n. Returns 0, stack as it was, otherwise. */
-static int flat_root(lua_State *L) {
-  plainstate *st = (plainstate *)lua_touserdata(L, lua_upvalueindex(1));
-  const pset *named;
-  size_t n, k = 0;
-  if (lua_type(L, 1) != LUA_TTABLE || (n = lua_rawlen(L, 1)) == 0) return 0;
-  if (lua_getmetatable(L, 1)) { lua_settop(L, 2); return 0; }
-  named = named_current(L, st, 2);
-  if (!named || pset_has(named, lua_topointer(L, 1))) return 0;
-  lua_pushboolean(L, 1);
-  lua_pushnil(L);
-  if (!lmp_pickle_flat_push(L, 1, 1, (lua_Integer)n, 0)) { lua_settop(L, 2); return 0; }
-  lua_pushnil(L);
-  while (lua_next(L, 1)) {        /* other keys than 1..n: not a list */
-    lua_pop(L, 1);
-    if (++k > n) { lua_settop(L, 2); return 0; }
-  }
-  return k == n ? 1 : (lua_settop(L, 2), 0);
+/* jsontext(v [, classes]) -> v's JSON text | nil (not plain data). */
+static int l_jsontext(lua_State *L) {
+  lua_settop(L, 2);
+  return push_json(L, 0, 0, 0, 2);
 }
 
-/* leafcopy(v [, classes]) -> true, what to encode (v or its leaf-tagged
- * copy) | true, nil, v's JSON text (a flat list, written in C) | false */
-static int l_leafcopy(lua_State *L) {
-  int r;
-  lua_settop(L, 2);
-  if (flat_root(L)) return 3;
-  r = walk_root(L, 1);
-  if (r == W_NO) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
-  if (r == W_PLAIN) lua_pushvalue(L, 1);
-  lua_pushboolean(L, 1);
-  lua_insert(L, -2);
-  return 2;
+/* jsonlist(t, first, last [, classes]) -> the JSON text of the list
+ * {t[first], ..., t[last]} (an lmp.Bytes when big) | nil: a pool's chunk,
+ * written without building that table. nil also when an item is a string
+ * of 64 KiB or more (those travel out of band). */
+static int l_jsonlist(lua_State *L) {
+  lua_Integer first = luaL_checkinteger(L, 2), last = luaL_checkinteger(L, 3);
+  lua_settop(L, 4);
+  return push_json(L, 1, first, last, 4);
+}
+
+/* plain(x) -> true when the number or string x travels as itself. */
+static int l_plain(lua_State *L) {
+  int t = lua_type(L, 1);
+  lua_pushboolean(L, t == LUA_TNUMBER ? lmp_pickle_number_is_plain(L, 1) :
+                     t == LUA_TSTRING ? lmp_pickle_string_is_plain(L, 1) : 0);
+  return 1;
 }
 
 /* ---- after decoding plain text ---- */
@@ -593,7 +447,7 @@ static int fixed_value(lua_State *L, int nulls, int tags, int depth) {
 static void fix_table(lua_State *L, int idx, int nulls, int tags, int depth) {
   size_t n = lua_rawlen(L, idx), i;
   luaL_checkstack(L, 6, "pickle");
-  if (depth > 2 * PLAIN_MAX_DEPTH + 10) lmp_error_raise(L, "pickle", "malformed input: nesting too deep");
+  if (depth > 2 * LMP_PICKLE_MAX_DEPTH + 10) lmp_error_raise(L, "pickle", "malformed input: nesting too deep");
   if (n > 0) {
     for (i = 1; i <= n; i++) {
       lua_rawgeti(L, idx, (lua_Integer)i);
@@ -712,13 +566,19 @@ static int l_parsefloat(lua_State *L) {
  * does not (it skips blanks at both ends, and padding may end a quantum in
  * the middle). Both write into a scratch userdata, then push a copy. */
 
-void lmp_pickle_b64enc(lua_State *L, const char *s, size_t n) {
+void lmp_pickle_b64write(unsigned char *out, const char *s, size_t n) {
   const size_t step = (size_t)3 << 28;     /* EVP takes an int length */
-  size_t m = (n + 2) / 3 * 4, i;
-  unsigned char *out = (unsigned char *)lua_newuserdata(L, m + 1);
+  size_t i;
+  out[0] = 0;
   for (i = 0; i < n; i += step)
     EVP_EncodeBlock(out + i / 3 * 4, (const unsigned char *)s + i,
                     (int)(n - i < step ? n - i : step));
+}
+
+void lmp_pickle_b64enc(lua_State *L, const char *s, size_t n) {
+  size_t m = (n + 2) / 3 * 4;
+  unsigned char *out = (unsigned char *)lua_newuserdata(L, m + 1);
+  lmp_pickle_b64write(out, s, n);
   lua_pushlstring(L, (const char *)out, m);
   lua_remove(L, -2);
 }
@@ -797,6 +657,7 @@ int luaopen_lmp_c_pickle(lua_State *L) {
     {"globals", l_globals},
     {"leaf", l_leaf},
     {"parsefloat", l_parsefloat},
+    {"plain", l_plain},
     {"utf8ok", l_utf8ok},
     {NULL, NULL}
   };
@@ -819,16 +680,16 @@ int luaopen_lmp_c_pickle(lua_State *L) {
   lua_pushcclosure(L, l_names_changed, 1);
   lua_setfield(L, lib, "names_changed");
   lua_pushvalue(L, ps);
-  lua_pushcclosure(L, l_plain, 1);
-  lua_setfield(L, lib, "plain");
+  lua_pushcclosure(L, l_jsontext, 1);
+  lua_setfield(L, lib, "jsontext");
   lua_pushvalue(L, ps);
-  lua_pushcclosure(L, l_leafcopy, 1);
-  lua_setfield(L, lib, "leafcopy");
+  lua_pushcclosure(L, l_jsonlist, 1);
+  lua_setfield(L, lib, "jsonlist");
   lua_pushvalue(L, lib);
   lmp_pickle_bin_open(L, ps);   /* adds bdumps / bloads, sharing the names state */
   lua_settop(L, lib);
   lmp_pickle_tag_open(L);   /* adds tagcopy / untag */
-  lmp_pickle_flat_open(L);  /* adds flatlist / flatlist_load */
+  lmp_pickle_json_open(L);  /* adds jsonload */
   lua_pushliteral(L, LMP_PICKLE_TAG_STR);
   lua_setfield(L, -2, "TAG");
   return 1;

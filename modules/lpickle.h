@@ -1,6 +1,6 @@
 /* lpickle.h -- shared between the parts of lmp.pickle's C side:
  * lpickle.c (JSON helpers), lpickle_tag.c (the tagged JSON form),
- * lpickle_flat.c (pools' flat lists) and lpickle_bin.c (the binary
+ * lpickle_json.c (plain JSON without cjson) and lpickle_bin.c (the binary
  * format). */
 #ifndef LMP_LPICKLE_H
 #define LMP_LPICKLE_H
@@ -56,15 +56,23 @@ void lmp_pickle_push_leaf(lua_State *L, int idx);
 int lmp_pickle_untag_leaf(lua_State *L, const char *s, size_t n);
 /* Adds tagcopy / untag (lpickle_tag.c) to the table on top. */
 void lmp_pickle_tag_open(lua_State *L);
-/* Pushes the JSON text of t[first..last] (t the table at idx, read raw)
- * and returns 1 when every item is a number (but an integer past 10^14,
- * 5.3+) or a plain string under 64 KiB: the very text leafcopy and cjson
- * would write; a big text as an lmp.Bytes when bytes_ok. Returns 0,
- * pushing nothing, otherwise (lpickle_flat.c). */
-int lmp_pickle_flat_push(lua_State *L, int idx, lua_Integer first, lua_Integer last,
-                         int bytes_ok);
-/* Adds flatlist / flatlist_load (lpickle_flat.c) to the table on top. */
-void lmp_pickle_flat_open(lua_State *L);
+/* Whether the writer of plain JSON (lpickle_json.c) may write the table
+ * at idx: 1 yes (first met, no metatable, not travelling by name), 0 no,
+ * -1 out of memory. The stack is left as it was. */
+typedef int (*lmp_pickle_admit)(void *ud, lua_State *L, int idx);
+/* Pushes the JSON text of the value at idx (slice 0), or of t[first..last]
+ * as a list (slice 1; t the table at idx), and returns 1, when it is plain
+ * data as pickle's exact layer and cjson would write it: the very same
+ * text, leaves cjson would lose tagged. A slice's text is an lmp.Bytes
+ * from LMP_BYTES_MIN bytes on. Returns 0, pushing nothing, otherwise;
+ * raises only when out of memory. */
+int lmp_pickle_json_push(lua_State *L, int idx, int slice, lua_Integer first,
+                         lua_Integer last, lmp_pickle_admit admit, void *ud);
+/* Adds jsonload (lpickle_json.c) to the table on top. */
+void lmp_pickle_json_open(lua_State *L);
+/* Writes the base64 of s[0..n) at out: (n + 2) / 3 * 4 characters and a
+ * NUL. */
+void lmp_pickle_b64write(unsigned char *out, const char *s, size_t n);
 /* A number that changes whenever what travels by name (modules, classes,
  * the globals) may have changed, or 0 when no cache of names can be
  * trusted in this state; ps is the userdata lmp_pickle_bin_open is given,

@@ -761,10 +761,11 @@ describe("lmp.pickle JSON lists with big strings out of band (a pool's chunks)",
   end)
 end)
 
-describe("lmp.pickle JSON flat lists of integers and strings (a pool's tiny tasks, written without cjson)", function()
+describe("lmp.pickle JSON plain data, written and read without cjson (lpickle_json.c)", function()
   local C = require "lmp.c.pickle"
   local cjson = require("cjson").new()
   cjson.encode_number_precision(14)
+  cjson.encode_max_depth(1100)
   local LIM = 99999999999999                       -- 10^14 - 1: cjson's 14 digits
   local function sample()
     local t, r = {0, 1, -1, 9, 10, -10, LIM, -LIM, 12345678901234, 2147483648}, G.rng(23)
@@ -776,6 +777,105 @@ describe("lmp.pickle JSON flat lists of integers and strings (a pool's tiny task
     local t = {"", "plain", "é€😀", "a/b\\c\"d", "\127", "x\1", string.rep("z", 65535)}
     for b = 0, 31 do t[#t + 1] = "<" .. string.char(b) .. ">" end
     for i = 1, 500 do t[#t + 1] = "file-" .. i .. ".txt" end
+    return t
+  end
+  local function text_of(s)
+    if type(s) == "string" then return s end
+    local t = s:tostring()
+    s:free()
+    return t
+  end
+
+  -- The reference for the text: docs/api/pickle.md's leaf rules restated
+  -- here, in Lua, then plain cjson. A float's bits come from string.pack
+  -- (5.3+) or from math.frexp (5.1, LuaJIT), not from lmp.
+  local function float_bits(x)
+    if string.pack then return (string.format("%016x", (string.unpack(">i8", string.pack(">d", x))))) end
+    local sign = (x < 0 or (x == 0 and 1 / x < 0)) and 1 or 0
+    local e, m
+    x = math.abs(x)
+    if x == math.huge then e, m = 2047, 0
+    elseif x == 0 then e, m = 0, 0
+    else
+      local f, ex = math.frexp(x)                     -- x = f * 2^ex, 0.5 <= f < 1
+      e = ex + 1022
+      if e <= 0 then e, m = 0, x / 2 ^ -1074          -- subnormal: x in units of 2^-1074
+      else m = (f * 2 - 1) * 2 ^ 52 end
+    end
+    local hi = sign * 2 ^ 31 + e * 2 ^ 20 + math.floor(m / 2 ^ 32)
+    return string.format("%08x%08x", hi, m % 2 ^ 32)
+  end
+  -- A plain float is m / 10^k exactly, |m| < 10^14, 1 <= k <= 22
+  -- (docs/api/pickle.md); cjson's "%.14g" of it must read back as it.
+  local function decimal_plain(x)
+    if x == math.floor(x) or not (x > -1e14 and x < 1e14) then return false end
+    for k = 1, 22 do
+      local d = x * 10 ^ k
+      if not (d > -1e14 and d < 1e14) then return false end
+      if d == math.floor(d) then
+        if d / 10 ^ k ~= x then return false end
+        assert(tonumber(string.format("%.14g", x)) == x, x)
+        return true
+      end
+    end
+    return false
+  end
+  local function leaf(x)
+    if type(x) == "boolean" then return x end
+    if type(x) == "string" then
+      if x:byte(1) ~= 1 and C.utf8ok(x) then return x end
+      if x:byte(1) == 1 and C.utf8ok(x) then return "\1'" .. x end
+      return "\1b" .. C.b64enc(x)
+    end
+    if has_int and math.type(x) == "integer" then
+      if x > -1e14 and x < 1e14 then return x end
+      return "\1i" .. string.format("%d", x)
+    end
+    if not has_int and x == math.floor(x) and x > -1e14 and x < 1e14 and not (x == 0 and 1 / x < 0) then
+      return x
+    end
+    if decimal_plain(x) then return x end
+    return "\1x" .. float_bits(x)
+  end
+  local function tagged(v)
+    if type(v) ~= "table" then return leaf(v) end
+    local t = {}
+    for k, x in pairs(v) do t[k] = tagged(x) end
+    return t
+  end
+  -- The text cjson writes for v's tagged copy, keys in v's own order (a
+  -- copy's order may differ): cjson for every scalar and key, its layout
+  -- (a sequence 1..n as an array, an empty table as {}).
+  local function ref_text(v)
+    if type(v) ~= "table" then return cjson.encode(leaf(v)) end
+    local parts, n = {}, #v
+    if n > 0 then
+      for i = 1, n do parts[i] = ref_text(v[i]) end
+      return "[" .. table.concat(parts, ",") .. "]"
+    end
+    for k, x in pairs(v) do parts[#parts + 1] = cjson.encode(k) .. ":" .. ref_text(x) end
+    return "{" .. table.concat(parts, ",") .. "}"
+  end
+  -- Plain data at random: lists and string-keyed maps of every scalar
+  -- (G's integers, floats, byte strings), booleans, empty tables. No NaN:
+  -- its payload is checked on its own below.
+  local function plain_value(r, depth)
+    local k = r(depth > 3 and 6 or 8)
+    if k == 1 then return r(2) == 1 end
+    if k == 2 then return G.integer(r) end
+    if k == 3 or k == 4 then
+      local x = G.float(r)
+      return x == x and x or 0.5
+    end
+    if k == 5 or k == 6 then return G.string(r) end
+    local t, n = {}, r(6) - 1
+    for i = 1, n do
+      if k == 7 then t[i] = plain_value(r, depth + 1)
+      else
+        local key = G.string(r)
+        if key:byte(1) ~= 1 and C.utf8ok(key) then t[key] = plain_value(r, depth + 1) end
+      end
+    end
     return t
   end
 
@@ -796,21 +896,66 @@ describe("lmp.pickle JSON flat lists of integers and strings (a pool's tiny task
     end
   end)
 
+  it("writes random plain data, tagged leaves and all, as cjson writes its tagged copy, and reads it back exactly", function()
+    local r = G.rng(77)
+    for round = 1, 400 do
+      local v = plain_value(r, 0)
+      if type(v) ~= "table" then v = {v} end
+      local want = ref_text(v)
+      local text = pickle.dumps(v)
+      assert.is_true(want == text, "round " .. round .. ": " .. want .. " ~= " .. text)
+      local mine = C.jsonload(text)
+      assert.is_true(H.deep_equal(v, mine), "round " .. round .. ": " .. text)
+      -- the reader agrees with cjson and fix, the path for any other text
+      local theirs = C.fix(cjson.decode(text), false, true)
+      assert.is_true(H.deep_equal(theirs, mine), "round " .. round)
+    end
+  end)
+
+  it("writes records (maps holding lists) with integral, 17-digit and big numbers as plain JSON with tagged leaves", function()
+    local list = {}
+    for i = 1, 300 do
+      list[i] = {id = i, price = i * 0.5, ratio = i / 7, name = "item/" .. i, ok = i % 2 == 0,
+                 dims = {i, i * 2.0, 2 ^ 60 + i}, raw = "\255" .. i, e = {}}
+    end
+    local text = pickle.dumps(list)
+    assert.is_true(ref_text(list) == text)
+    assert.is_nil(text:find("lmp1", 1, true))            -- not the tagged form
+    local back = pickle.loads(text)
+    assert.is_true(H.deep_equal(list, back))
+    if has_int then
+      assert.equal("float", math.type(back[2].price))
+      assert.equal("float", math.type(back[2].dims[2]))
+      assert.equal("integer", math.type(back[2].id))
+    end
+    -- a pool's chunk of such records: the same text, in slices too
+    local part = {}
+    for i = 5, 9 do part[#part + 1] = list[i] end
+    assert.is_true(ref_text(part) == text_of(pickle.slice_encoder("json")(list, 5, 9)))
+    local out = {}
+    pickle.loads_into(text, out, 10, #list)
+    assert.is_true(H.deep_equal(list[300], out[310]))
+  end)
+
   it("escapes strings as cjson does, mixed with integers, and reads back what it wrote", function()
     local t = strings()
     for i = 1, 100 do t[#t + 1] = i * 7 end
-    local s = C.flatlist(t, 1, #t)
-    assert.is_not_nil(s)
-    local text = type(s) == "string" and s or s:tostring()
-    if type(s) ~= "string" then s:free() end
+    local text = text_of(C.jsonlist(t, 1, #t))
     assert.equal(cjson.encode(t), text)
     local back = pickle.loads(text)
     assert.equal(#t, #back)
     for i = 1, #t do assert.equal(t[i], back[i], "item " .. i) end
-    -- strings with no escape come back through C, the others through cjson
-    assert.same({"a", "é", "", 5}, C.flatlist_load('["a","é","",5]'))
-    assert.is_nil(C.flatlist_load('["a\\/b"]'))
-    assert.is_nil(C.flatlist_load('["a\tb"]'))        -- a raw control byte: cjson's call
+    assert.same(t, C.jsonload(text))
+    -- the escapes cjson writes are read in C; others (and raw control bytes) are cjson's call
+    assert.same({"a", "é", "", 5}, C.jsonload('["a","é","",5]'))
+    assert.same({"a/b", "\"\\\b\f\n\r\t", "x\1\127A"}, C.jsonload('["a\\/b","\\"\\\\\\b\\f\\n\\r\\t","x\\u0001\\u007f\\u0041"]'))
+    assert.same({"a\tb"}, C.jsonload('["a\tb"]'))   -- a raw control byte: cjson takes it too
+    assert.same({"a\tb"}, cjson.decode('["a\tb"]'))
+    assert.is_nil(C.jsonload('["a\0b"]'))             -- a NUL ends cjson's text: its error
+    pickle_error(pickle.loads, '["a\0b"]')
+    assert.is_nil(C.jsonload('["\\u00e9"]'))
+    assert.equal("é", pickle.loads('["\\u00e9"]')[1])
+    assert.is_nil(C.jsonload('["\\x"]'))
   end)
 
   it("writes floats of at most 14 digits as cjson's %.14g does, and reads back the same floats", function()
@@ -823,27 +968,25 @@ describe("lmp.pickle JSON flat lists of integers and strings (a pool's tiny task
     end
     local plain = {}
     for _, x in ipairs(t) do
-      local text = C.flatlist({x}, 1, 1)
+      local text = C.jsonlist({x}, 1, 1)
       if x ~= math.floor(x) and not text:find("u0001", 1, true) then plain[#plain + 1] = x end
     end
     assert.is_true(#plain > #t * 0.9, #plain .. " of " .. #t)
-    local s = C.flatlist(plain, 1, #plain)
-    local text = type(s) == "string" and s or s:tostring()
-    if type(s) ~= "string" then s:free() end
+    local text = text_of(C.jsonlist(plain, 1, #plain))
     assert.equal(cjson.encode(plain), text)
-    local back = C.flatlist_load(text)
+    local back = C.jsonload(text)
     assert.equal(#plain, #back)
     for i = 1, #plain do
       assert.equal(plain[i], back[i])
       if has_int then assert.equal("float", math.type(back[i])) end
     end
-    -- any other float goes as the tagged leaf the usual path writes (its
-    -- bits in hex), read back bit for bit
+    -- any other float goes as its tagged leaf (its bits in hex), read back bit for bit
     local others = {1 / 3, 0.1 + 0.2, 1e300, -1e-300, 2 ^ 60, -0.0, math.huge, -math.huge, 2.0, 0 / 0}
     for _, x in ipairs(others) do
-      local s = C.flatlist({x, 1}, 1, 2)
-      assert.equal(pickle.dumps({{x, 1}}):sub(2, -2), s)      -- nested: the usual path
-      local y = C.flatlist_load(s)[1]
+      local s = C.jsonlist({x, 1}, 1, 2)
+      if x == x then assert.equal(cjson.encode(tagged({x, 1})), s) end
+      assert.equal(s, pickle.dumps({x, 1}))
+      local y = C.jsonload(s)[1]
       assert.is_true(y == x or (x ~= x and y ~= y), tostring(x))
       if x == x then assert.equal(1 / x, 1 / y) end             -- -0.0 stays -0.0
       if has_int then assert.equal("float", math.type(y)) end
@@ -851,56 +994,84 @@ describe("lmp.pickle JSON flat lists of integers and strings (a pool's tiny task
     end
     for _, text in ipairs{"[1.0]", "[1.5e+2]", "[0.1234567890123456]", "[1.]", "[.5]",
                           "[1e]", "[-0.0]", "[00.5]", "[1.5e-023]"} do
-      assert.is_nil(C.flatlist_load(text), text)
+      assert.is_nil(C.jsonload(text), text)
     end
   end)
 
-  it("leaves every other list to the usual path, which keeps it exact", function()
+  it("leaves what is not plain data to the tagged form, which keeps it exact", function()
+    local shared = {1}
+    local cyc = {}
+    cyc[1] = cyc
+    local named = {7, 8}
+    pickle.register("spec.json_named", named)
     local others = {
-      {1, 2, {3}}, {1, true}, {{1}}, {1, nil, 3},
-      setmetatable({1, 2}, {}), {"\1tag"}, {"\255 not UTF-8"}, {"x", string.rep("y", 65536)},
+      {1, nil, 3}, setmetatable({1, 2}, {}), {shared, shared}, cyc, {print}, {[2] = 1},
+      {1, 2, x = 3}, {[1.5] = 1}, {[true] = 1}, {["\255"] = 1}, {["\1k"] = 1}, {{named}},
+      {{{{setmetatable({}, {})}}}},
     }
-    if has_int then                       -- big integers: "\1i..." leaves
-      others[#others + 1] = {1, 2, LIM + 1}
-      others[#others + 1] = {-LIM - 1}
-      others[#others + 1] = {math.maxinteger}
-    end
-    for _, t in ipairs(others) do
+    for i, t in ipairs(others) do
+      if i ~= 12 then assert.is_nil(C.jsontext(t, nil), "value " .. i) end   -- (12: named by pickle's classes)
       local n = 0
-      for k in pairs(t) do n = math.max(n, k) end
-      assert.is_nil(C.flatlist(t, 1, n))
-      local want = {}
-      for i = 1, n do want[i] = t[i] end
-      local back = pickle.loads(pickle.list_encoder("json")(t, n))   -- (takes big strings out of t)
-      t = want
-      for i = 1, n do
-        if type(t[i]) == "number" and has_int then assert.equal(math.type(t[i]), math.type(back[i])) end
-        assert.is_true(H.deep_equal(t[i], back[i]), "item " .. i)
-      end
+      for k in pairs(t) do if type(k) == "number" and k == math.floor(k) then n = math.max(n, k) end end
+      if n > 0 and i ~= 7 and i ~= 12 then assert.is_nil(C.jsonlist(t, 1, n), "list " .. i) end   -- (7: the slice {1, 2} is plain)
+      local text = pickle.dumps(t)
+      assert.is_truthy(text:find("lmp1", 1, true), "value " .. i)
+      local back = pickle.loads(text)
+      if i == 3 then assert.equal(back[1], back[2]) end
+      if i == 4 then assert.equal(back, back[1]) end
+      if i == 12 then assert.equal(named, back[1][1]) end
+      if i ~= 4 and i ~= 5 then assert.is_true(H.deep_equal(t, back), "value " .. i) end
     end
-    assert.is_nil(C.flatlist({1, 2}, 2, 1))        -- an empty slice: cjson's "{}" or "[]" rules
-    assert.is_nil(C.flatlist({1, 2}, 1, 3))        -- past the end: a hole
+    assert.is_nil(C.jsonlist({1, 2}, 2, 1))        -- an empty slice: cjson's "{}" or "[]" rules
+    assert.is_nil(C.jsonlist({1, 2}, 1, 3))        -- past the end: a hole
+    assert.is_nil(C.jsonlist({"x", string.rep("y", 65536)}, 1, 2))   -- out of band
+  end)
+
+  it("nests as deep as the tagged form does, and no deeper", function()
+    local function chain(n)
+      local root = {}
+      local t = root
+      for _ = 2, n do t[1] = {}; t = t[1] end
+      return root
+    end
+    local deep = chain(1000)                     -- 1000 tables: the limit
+    local text = pickle.dumps(deep)
+    assert.equal(cjson.encode(deep), text)
+    local back = C.jsonload(text)
+    assert.is_true(H.deep_equal(deep, back))
+    assert.is_nil(C.jsontext(chain(1002)))
+    pickle_error(pickle.dumps, chain(1100))
   end)
 
   it("reads only canonical text and says so otherwise; cjson then reads what is valid", function()
-    for _, s in ipairs{"[]", "[01]", "[-0]", "[1 ,2]", "[ 1]", "[1.0]", "[1e3]", "[1,]", "[,1]", "[1.5.5]",
-                       "[1,,2]", "[-]", "[1234567890123456]", "[1]x", "[1", "{1}", "[true]",
-                       '["a]', '["a"', '["a""b"]', '["a",]', '[1"a"]', '["a":1]', '[""'} do
-      assert.is_nil(C.flatlist_load(s), s)
+    for _, s in ipairs{"[01]", "[-0]", "[1 ,2]", "[ 1]", "[1.0]", "[1e3]", "[1,]", "[,1]", "[1.5.5]",
+                       "[1,,2]", "[-]", "[1234567890123456]", "[1]x", "[1", "{1}", "[tru]", "[null]",
+                       '{"a":null}', '{"a" :1}', '{"a":1,}', '{a:1}', '{"a"}', '{"a":}', "[true ]",
+                       '["a]', '["a"', '["a""b"]', '["a",]', '[1"a"]', '["a":1]', '[""',
+                       '["\\u0001lmp1",[1]]', '["\\u0001q"]'} do
+      assert.is_nil(C.jsonload(s), s)
     end
-    assert.same({123456789012345, -1, 0}, C.flatlist_load("[123456789012345,-1,0]"))
+    assert.same({123456789012345, -1, 0}, C.jsonload("[123456789012345,-1,0]"))
+    assert.same({a = {true, false, {}}, ["b/c"] = {x = "\1y"}}, C.jsonload('{"a":[true,false,{}],"b\\/c":{"x":"\\u0001\'\\u0001y"}}'))
+    assert.same({}, C.jsonload("[]"))
     -- valid JSON it refuses is still read, by cjson
     assert.same({1, 2}, pickle.loads("[1 , 2]"))
     assert.same({0}, pickle.loads("[-0]"))
+    assert.same({a = 1}, pickle.loads('{"a" : 1, "b": null}'))
     pickle_error(pickle.loads, "[1,]")
+    pickle_error(pickle.loads, '["\\u0001q"]')
   end)
 
-  it("writes pickle.dumps of a flat list the same way, and only of a list that travels as plain data", function()
+  it("writes pickle.dumps of plain data the same way, and only of data that travels as plain data", function()
     local t = strings()
     for i = 1, 50 do t[#t + 1] = -i * 1000003 end
     assert.equal(cjson.encode(t), pickle.dumps(t))
     assert.equal("string", type(pickle.dumps(sample())))
-    -- other keys, a metatable, a hole: not a flat list, and exact as ever
+    local map = {}
+    for i = 1, 2000 do map["key" .. i] = i end
+    assert.equal(cjson.encode(map), pickle.dumps(map))
+    assert.same(map, pickle.loads(pickle.dumps(map)))
+    -- other keys, a metatable, a hole: not plain, and exact as ever
     local extra = {1, 2, 3, x = "y"}
     assert.same(extra, pickle.loads(pickle.dumps(extra)))
     local holed = {1, nil, 3}
@@ -910,24 +1081,30 @@ describe("lmp.pickle JSON flat lists of integers and strings (a pool's tiny task
     local with_mt = setmetatable({4, 5}, mt)
     pickle.register("spec.flat_mt", mt)
     assert.equal(mt, getmetatable(pickle.loads(pickle.dumps(with_mt))))
-    -- a list that travels by name (a registered class, a module) stays that one table
+    -- a table that travels by name (a registered class, a module) stays that one table
     local named = {7, 8, 9}
     pickle.register("spec.flat_named", named)
     assert.equal(named, pickle.loads(pickle.dumps(named)))
+    assert.equal(named, pickle.loads(pickle.dumps({list = named})).list)
     package.loaded["spec_flat_module"] = {"a", "b"}
     local m = package.loaded["spec_flat_module"]
     assert.equal(m, pickle.loads(pickle.dumps(m)))
+    assert.equal(m, pickle.loads(pickle.dumps({m}))[1])
     package.loaded["spec_flat_module"] = nil
   end)
 
   it("files a chunk of results into its own slots only, and exactly n of them", function()
     local out = {"a", "b", "c", "d", "e", "f"}
-    assert.is_true(C.flatlist_load("[7,8,9]", out, 2, 3))
+    assert.is_true(C.jsonload("[7,8,9]", out, 2, 3))
     assert.same({"a", "b", 7, 8, 9, "f"}, out)
     out = {"a", "b", "c", "d", "e", "f"}
-    assert.is_false(C.flatlist_load("[7,8,9,10,11]", out, 2, 3))   -- more than n: stops at n
+    assert.is_true(C.jsonload('[{"x":1},[2],"s"]', out, 2, 3))
+    assert.same({"a", "b", {x = 1}, {2}, "s", "f"}, out)
+    out = {"a", "b", "c", "d", "e", "f"}
+    assert.is_false(C.jsonload("[7,8,9,10,11]", out, 2, 3))   -- more than n: stops at n
     assert.equal("f", out[6])
-    assert.is_false(C.flatlist_load("[7,8]", out, 2, 3))
+    assert.is_false(C.jsonload("[7,8]", out, 2, 3))
+    assert.is_false(C.jsonload('{"a":1}', out, 2, 3))
     -- through loads_into: the short list leaves its missing items nil, as cjson's path does
     out = {"a", "b", "c", "d", "e", "f"}
     pickle.loads_into("[7,8]", out, 2, 3)
@@ -938,12 +1115,15 @@ describe("lmp.pickle JSON flat lists of integers and strings (a pool's tiny task
 
   it("survives random damage: a value or a pickle error, never a crash", function()
     local t = sample()
-    for i = 1, 200 do t[#t + 1] = "s" .. i end
-    local s = cjson.encode(t)
+    for i = 1, 200 do t[#t + 1] = "s/" .. i end
+    for i = 1, 50 do t[#t + 1] = {id = i, x = i / 7, ok = true, raw = "\255\1", sub = {i, {}}} end
+    local s = pickle.dumps(t)
     local r = G.rng(5)
-    local alphabet = '0123456789-,[] .e"\\'
-    for _, junk in ipairs{'["a', '["', '[1,"', '["\\"]'} do pickle_error(pickle.loads, junk) end
-    for _ = 1, 500 do
+    local alphabet = '0123456789-,[]{}:tfnu .e"\\/'
+    for _, junk in ipairs{'["a', '["', '[1,"', '["\\"]', '{"', '{"a":', '[{"a":1}', '["\\u00'} do
+      pickle_error(pickle.loads, junk)
+    end
+    for _ = 1, 1000 do
       local i, j = r(#s), r(#alphabet)
       local m = s:sub(1, i - 1) .. alphabet:sub(j, j) .. s:sub(i + 1)
       local ok, e = pcall(pickle.loads, m)
@@ -962,10 +1142,17 @@ describe("lmp.pickle JSON flat lists of integers and strings (a pool's tiny task
     local kinds = pool:map(function(x) return math.type and math.type(x) or "number" end, {1, LIM, -LIM})
     local strs = strings()
     local echoed = pool:map(function(x) return x end, strs)
+    local recs = {}
+    for i = 1, 500 do recs[i] = {id = i, w = i * 0.5, tags = {"a", "b/" .. i}} end
+    local recs_back = pool:map(function(x) x.seen = true; return x end, recs)
     pool:terminate()
     assert.equal(#t, #got)
     for i = 1, #t do assert.equal(-t[i], got[i]) end
     for i = 1, #strs do assert.equal(strs[i], echoed[i]) end
     assert.same(has_int and {"integer", "integer", "integer"} or {"number", "number", "number"}, kinds)
+    for i = 1, #recs do
+      recs[i].seen = true
+      assert.is_true(H.deep_equal(recs[i], recs_back[i]), "record " .. i)
+    end
   end)
 end)

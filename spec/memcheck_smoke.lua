@@ -50,21 +50,29 @@ section("pickle", function()
     assert(p.loads(p.encoder(fmt)({lmp, {1}}))[1] == lmp)
   end
   assert(not pcall(p.loads_into, p.dumps({1, 2}, {format = "binary"}), {}, 0, 1))
-  -- flat JSON lists (lpickle_flat.c): escapes, floats, a big one as
-  -- lmp.Bytes, damaged text, a chunk that says more than it holds
-  local flat = {"a/b\"c\1", 0.5, -1.25e-07, 12345678901234, "é"}
-  for i = 6, 20000 do flat[i] = i % 7 == 0 and "item" .. i or (2 * i + 1) / 16 end
+  -- plain JSON without cjson (lpickle_json.c): escapes, floats, tagged
+  -- leaves, records, a big list as lmp.Bytes, damaged text, a chunk that
+  -- says more than it holds
+  local flat = {"a/b\"c\1", 0.5, -1.25e-07, 12345678901234, "é", "\1tag", "\255raw/"}
+  for i = 8, 20000 do flat[i] = i % 7 == 0 and "item" .. i or (2 * i + 1) / 16 end
   local s = p.dumps(flat)
-  assert(p.loads(s)[2] == 0.5 and p.loads(s)[20000] == 40001 / 16)
+  assert(p.loads(s)[2] == 0.5 and p.loads(s)[20000] == 40001 / 16 and p.loads(s)[7] == "\255raw/")
   local b = p.list_encoder("json")(flat, #flat)
   local out = {}
   p.loads_into(b, out, 0, #flat)
-  assert(out[3] == -1.25e-07 and out[7] == "item7")
+  assert(out[3] == -1.25e-07 and out[7] == "\255raw/" and out[14] == "item14")
   b:free()
-  for i = 1, 200 do
+  local recs = {}
+  for i = 1, 500 do recs[i] = {id = i, w = i * 0.5, r = i / 7, big = 2 ^ 60, s = "x\n" .. i, sub = {i, {}}} end
+  local rs = p.dumps(recs)
+  assert(p.loads(rs)[500].r == 500 / 7 and p.loads(rs)[2].w == 1.0)
+  for i = 1, 300 do
     assert(pcall(p.loads, s:sub(1, i) .. "x" .. s:sub(i + 2, 400) .. "]") ~= nil)
+    assert(pcall(p.loads, rs:sub(1, i) .. "\\" .. rs:sub(i + 2, 600) .. "}]") ~= nil)
   end
-  assert(not require("lmp.c.pickle").flatlist_load("[1,2,3]", {}, 0, 2))
+  local C = require("lmp.c.pickle")
+  assert(not C.jsonload("[1,2,3]", {}, 0, 2))
+  assert(C.jsonload('["\\u0001i12345678901234567"]')[1] == 12345678901234567)
 end)
 
 section("pipe", function()

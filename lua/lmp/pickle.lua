@@ -6,14 +6,16 @@
 --   local v = pickle.loads(s [, {functions = false}])
 --   pickle.register("Point", Point)      -- a class travels by name
 --
--- JSON form. Plain data (what C.plain accepts: no metatables, no shared
--- tables, numbers that survive cjson's 14 digits, valid UTF-8, tables that
--- are sequences or string-keyed maps) is written by cjson as is, so any
--- JSON reader sees the obvious value. Data that is plain but for some
--- numbers or strings (integral floats, 17-digit floats, big integers, byte
+-- JSON form. Plain data (no metatables, no shared tables, numbers that
+-- survive cjson's 14 digits, valid UTF-8, tables that are sequences or
+-- string-keyed maps) is written as cjson would write it, so any JSON
+-- reader sees the obvious value. Data that is plain but for some numbers
+-- or strings (integral floats, 17-digit floats, big integers, byte
 -- strings) stays plain JSON too, with just those leaves written as the
--- tagged strings below (C.leafcopy copies only the tables on the way to
--- them; C.fix puts them back in place). Anything else is written as
+-- tagged strings below. C.jsontext writes such data in one pass and
+-- C.jsonload reads it back (lpickle_json.c: cjson's very text, without
+-- cjson); text it does not know goes through cjson, then C.fix puts the
+-- leaves back in place. Anything else is written as
 --   ["\1lmp1", <tagged value>]
 -- where scalars cjson would lose become strings starting with the control
 -- byte \1 ("\1i<int>", "\1f<float>" or "\1x<its 64 bits in hex>",
@@ -55,11 +57,11 @@ local load = (_VERSION == "Lua 5.1" and not rawget(_G, "jit")) and
 local rawlen = rawget(_G, "rawlen") or function(t) return #t end
 local cencode, cdecode, null = cjson.encode, cjson.decode, cjson.null
 local plain, fix, b64enc, b64dec = C.plain, C.fix, C.b64enc, C.b64dec
-local leafcopy = C.leafcopy
+local jsontext = C.jsontext
 local fmtfloat, parsefloat, utf8ok = C.fmtfloat, C.parsefloat, C.utf8ok
 local bdumps, bloads, bloads_into = C.bdumps, C.bloads, C.bloads_into
 local tagcopy, untag = C.tagcopy, C.untag
-local flatlist, flatlist_load = C.flatlist, C.flatlist_load
+local jsonlist, jsonload = C.jsonlist, C.jsonload
 local globals = C.globals()
 
 local TAG = C.TAG
@@ -305,8 +307,8 @@ function encode_value(v, st, depth)
 end
 
 local function dumps_json(v, name)
-  local ok, w, text = leafcopy(v, classes)   -- C: plain, or plain but for leaves
-  if ok then return text or cencode(w) end     -- (text: a flat list, written in C)
+  local text = jsontext(v, classes)   -- C: plain data, cjson's very text
+  if text then return text end
   local copy = tagcopy(v, classes)   -- C, for data-only values
   if copy ~= nil then return cencode({HEADER, copy}) end
   local st = {ids = {}, n = 0, upvals = {}, path = {name or "value"}, plen = 1}
@@ -541,10 +543,10 @@ local concat = table.concat
 
 -- The pickle of t[1..n] (JSON); big strings are taken out of t. A list
 -- of numbers and short strings (a map of tiny tasks) is written by
--- C.flatlist: the same text as cjson's, 3-10x faster (lpickle_flat.c).
+-- C.jsonlist: the same text as cjson's, 3-10x faster (lpickle_json.c).
 local function dumps_json_list(t, n, name)
-  local flat = flatlist(t, 1, n)
-  if flat then return flat end
+  local text = jsonlist(t, 1, n, classes)
+  if text then return text end
   local head, parts
   for i = 1, n do
     local v = t[i]
@@ -591,14 +593,14 @@ local function loads_json_list(p, nofunc)
 end
 
 -- Reads any form (the first byte tells) from a string or an lmp.Bytes.
-local BRACKET = byte("[")
+local BRACKET, BRACE = byte("["), byte("{")
 local function loads_any(p, nofunc)
   local b = first_byte(p)
   if b == BINARY_MAGIC then return bloads(p, nofunc, classes) end
   if b == ATTACH_MAGIC then return loads_json_list(p, nofunc) end
-  if b == BRACKET then
-    local t = flatlist_load(p)
-    if t then return t end
+  if b == BRACKET or b == BRACE then   -- plain data, read in C (lpickle_json.c)
+    local t = jsonload(p)
+    if t ~= nil then return t end
   end
   return loads_json(as_string(p), nofunc)
 end
@@ -751,8 +753,8 @@ function M.slice_encoder(codec)
   if codec == nil or codec == "json" then
     return function(list, first, last, name)
       if last < first - 1 then error("bad argument #3 (slice ends before it starts)", 2) end
-      local flat = flatlist(list, first, last)
-      if flat then return flat end
+      local text = jsonlist(list, first, last, classes)
+      if text then return text end
       local t, m = {}, 0
       for i = first, last do
         m = m + 1
@@ -776,8 +778,8 @@ function M.loads_into(s, out, offset, n)
   local b, t = first_byte(s), nil
   if b == BINARY_MAGIC then return bloads_into(s, false, classes, out, offset, n) end
   if b == BRACKET then
-    if flatlist_load(s, out, offset, n) then return end
-    t = loads_json(as_string(s), false)   -- not a flat list: cjson's turn
+    if jsonload(s, out, offset, n) then return end
+    t = loads_json(as_string(s), false)   -- not plain: cjson's turn
   else
     t = loads_any(s, false)
   end
