@@ -641,6 +641,45 @@ static int l_globals(lua_State *L) {
   return 1;
 }
 
+/* joinbytes(parts) -> the strings parts[1..n] end to end, as an lmp.Bytes
+ * from LMP_BYTES_MIN bytes on (a pool's chunk with big strings out of
+ * band: table.concat grew a Lua buffer by doubling, copied it into a new
+ * string and left megabytes of garbage; this is one malloc, one copy,
+ * freed once sent). */
+static int l_joinbytes(lua_State *L) {
+  size_t total = 0, n, i, len, at = 0;
+  char *buf;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  n = lua_rawlen(L, 1);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, 1, (lua_Integer)i);
+    if (lua_type(L, -1) != LUA_TSTRING) return luaL_error(L, "joinbytes: item %d is not a string", (int)i);
+    total += lua_rawlen(L, -1);
+    lua_pop(L, 1);
+  }
+  if (total < LMP_BYTES_MIN) {
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (i = 1; i <= n; i++) {
+      lua_rawgeti(L, 1, (lua_Integer)i);
+      luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+    return 1;
+  }
+  if (!(buf = (char *)malloc(total))) return luaL_error(L, "not enough memory");
+  for (i = 1; i <= n; i++) {
+    const char *s;
+    lua_rawgeti(L, 1, (lua_Integer)i);
+    s = lua_tolstring(L, -1, &len);
+    memcpy(buf + at, s, len);
+    at += len;
+    lua_pop(L, 1);
+  }
+  lmp_bytes_push(L, buf, total);
+  return 1;
+}
+
 static int l_utf8ok(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
@@ -655,6 +694,7 @@ int luaopen_lmp_c_pickle(lua_State *L) {
     {"fix", l_fix},
     {"fmtfloat", l_fmtfloat},
     {"globals", l_globals},
+    {"joinbytes", l_joinbytes},
     {"leaf", l_leaf},
     {"parsefloat", l_parsefloat},
     {"plain", l_plain},

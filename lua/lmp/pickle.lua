@@ -61,7 +61,7 @@ local jsontext = C.jsontext
 local fmtfloat, parsefloat, utf8ok = C.fmtfloat, C.parsefloat, C.utf8ok
 local bdumps, bloads, bloads_into = C.bdumps, C.bloads, C.bloads_into
 local tagcopy, untag = C.tagcopy, C.untag
-local jsonlist, jsonload = C.jsonlist, C.jsonload
+local jsonlist, jsonload, joinbytes = C.jsonlist, C.jsonload, C.joinbytes
 local globals = C.globals()
 
 local TAG = C.TAG
@@ -561,7 +561,7 @@ local function dumps_json_list(t, n, name)
   if not head then return json end
   parts[1] = format("%c%d %s\n", ATTACH_MAGIC, #json, concat(head, " "))
   parts[2] = json
-  return concat(parts)
+  return joinbytes(parts)   -- an lmp.Bytes: one copy, freed once sent
 end
 
 -- The list in such a payload (a string or an lmp.Bytes).
