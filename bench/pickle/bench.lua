@@ -8,6 +8,9 @@
 --   Lua constructors         the time Lua takes to build v from scratch (a chunk
 --                            of table constructors compiled once; a loop for
 --                            the graph and the closures): the floor of any decoder
+--   C API floor              the Lua C API calls that build v and nothing else
+--                            (api_floor.c: a push and a rawseti per item), the
+--                            floor of any decoder written in C
 --   Python json / pickle     round trips of the same data in one python3 process
 -- Every figure: best of 5 samples, each sample long enough (>= 50 ms); the
 -- samples of one shape's Lua figures are taken in turn (round robin).
@@ -17,6 +20,8 @@ local lmp = require "lmp"
 local pickle = require "lmp.pickle"
 local cjson = require "cjson"
 local eq = require "helper_eq"
+local has_floor, F = pcall(require, "api_floor")
+if not has_floor then F = nil end
 local iso = require "helper_iso"
 
 local only = arg and arg[1]
@@ -366,14 +371,17 @@ for _, shape in ipairs(SHAPES) do
         local okf, whyf = check(fresh(), data)
         if not okf then print("  (the fresh-strings builder does not build the same value: " .. tostring(whyf) .. ")") end
       end
+      local tp = F and F.tape(data)
+      if tp and not check(F.replay(tp), data) then tp = nil end
       local r = rates({
         ok_json and function() loads(dumps(data)) end or nil,
         cj_ok and function() cjson.decode(cjson.encode(data)) end or nil,
         ok_bin and function() loads(dumps(data, bopts)) end or nil,
         ok_bin and function() loads(bs) end or nil,
         ctor,
-        fresh}, 6)
-      local json_rt, cj_rt, bin_rt, bin_loads, ctor_rt, fresh_rt = r[1], r[2], r[3], r[4], r[5], r[6]
+        fresh,
+        tp and function() F.replay(tp) end or nil}, 7)
+      local json_rt, cj_rt, bin_rt, bin_loads, ctor_rt, fresh_rt, api_rt = r[1], r[2], r[3], r[4], r[5], r[6], r[7]
       local py_json, py_pickle, py_ploads = python(shape.py)
 
       R.line("JSON rt vs Python json", json_rt, py_json, "rt/s", "higher", "goal > 1x")
@@ -384,6 +392,9 @@ for _, shape in ipairs(SHAPES) do
       local lr = bin_loads and ctor_rt / bin_loads
       floor_line("binary loads vs Lua " .. ctor_note, "lmp loads", bin_loads, "Lua build", ctor_rt,
         lr and fmt("loads takes %.2fx the build  (goal <= 1.25x)", lr) or "n/a")
+      local ar = bin_loads and api_rt and api_rt / bin_loads
+      floor_line("binary loads vs C API floor", "lmp loads", bin_loads, "API calls", api_rt,
+        ar and fmt("loads takes %.2fx the calls it must make", ar) or "n/a (not plain data)")
       local fr = bin_loads and fresh_rt and fresh_rt / bin_loads
       if fresh_rt then
         floor_line("  (same, strings made anew by string.sub)", "lmp loads", bin_loads, "Lua build", fresh_rt,
@@ -394,7 +405,7 @@ for _, shape in ipairs(SHAPES) do
         cj_ok and tostring(#cjson.encode(data)) or "n/a", num(py_ploads)))
       summary[#summary + 1] = {shape.name .. (shape.py_note and " *" or ""),
         json_rt and py_json and json_rt / py_json, ovh,
-        bin_rt and py_pickle and bin_rt / py_pickle, lr, fresh = fr}
+        bin_rt and py_pickle and bin_rt / py_pickle, lr, fresh = fr, api = ar}
     end
     io.stdout:flush()
     data, ctor = nil, nil
@@ -404,8 +415,9 @@ end
 
 print()
 print("== summary (JSON/py json: >1 = lmp faster; layer: % slower than plain cjson;")
-print("   bin/py pickle: >1 = lmp faster; loads/build: binary loads time / Lua build time)")
-print(fmt("%-46s | %12s | %10s | %14s | %11s", "shape", "JSON/py json", "layer ovh", "bin/py pickle", "loads/build"))
+print("   bin/py pickle: >1 = lmp faster; loads/build: binary loads time / Lua build time;")
+print("   loads/API: binary loads time / the time of the C API calls it must make)")
+print(fmt("%-46s | %12s | %10s | %14s | %11s | %9s", "shape", "JSON/py json", "layer ovh", "bin/py pickle", "loads/build", "loads/API"))
 local function r(v, goal_ok)
   if not v then return "n/a" end
   return fmt("%.2fx%s", v, goal_ok(v) and " " or "!")
@@ -415,11 +427,12 @@ for _, s in ipairs(summary) do
   if s.refused then
     print(fmt("%-46s | %s", s[1], "refused by lmp (both forms): not timed"))
   else
-    print(fmt("%-46s | %12s | %10s | %14s | %11s", s[1],
+    print(fmt("%-46s | %12s | %10s | %14s | %11s | %9s", s[1],
       r(s[2], function(v) return v > 1 end),
       s[3] and fmt("%.0f%%%s", s[3], s[3] <= 30 and " " or "!") or "n/a",
       r(s[4], function(v) return v >= 1 end),
-      s.fresh and (r(s.fresh, function(v) return v <= 1.25 end) .. "s") or r(s[5], function(v) return v <= 1.25 end)))
+      s.fresh and (r(s.fresh, function(v) return v <= 1.25 end) .. "s") or r(s[5], function(v) return v <= 1.25 end),
+      s.api and fmt("%.2fx", s.api) or "n/a"))
     if s.fresh then fresh[#fresh + 1] = fmt("%s %.2fx", s[1], s[5]) end
   end
 end

@@ -10,4 +10,12 @@ cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 LMP_BIN=${LMP_BIN:-$ROOT/lmp}
 export LUA_PATH="$ROOT/lua/?.lua;$ROOT/bench/?.lua;$ROOT/bench/pickle/?.lua;;"
-exec "$LMP_BIN" "$ROOT/bench/pickle/bench.lua" "$@"
+# api_floor.so: the C API floor of a decoder (api_floor.c), built for the
+# Lua that LMP_BIN runs (the runtime exports the Lua API to modules)
+ver=$("$LMP_BIN" -e 'io.write(rawget(_G, "jit") and "jit" or _VERSION:match("%d+%.%d+"))')
+case $ver in jit) inc=/usr/include/luajit-2.1 ;; *) inc=/usr/include/lua$ver ;; esac
+floor_dir=$(mktemp -d)
+trap 'rm -rf "$floor_dir"' EXIT
+cc -O2 -shared -fPIC -I"$inc" -o "$floor_dir/api_floor.so" "$ROOT/bench/pickle/api_floor.c" \
+  && export LUA_CPATH="$floor_dir/?.so;${LUA_CPATH:-;}"
+"$LMP_BIN" "$ROOT/bench/pickle/bench.lua" "$@"
