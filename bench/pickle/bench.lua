@@ -10,7 +10,9 @@
 --                            the graph and the closures): the floor of any decoder
 --   C API floor              the Lua C API calls that build v and nothing else
 --                            (api_floor.c: a push and a rawseti per item), the
---                            floor of any decoder written in C
+--                            floor of any decoder written in C; and a bare walk
+--                            of v (lua_next per key, numbers and strings copied
+--                            into a buffer), the floor of any encoder
 --   Python json / pickle     round trips of the same data in one python3 process
 -- Every figure: best of 5 samples, each sample long enough (>= 50 ms); the
 -- samples of one shape's Lua figures are taken in turn (round robin).
@@ -380,8 +382,11 @@ for _, shape in ipairs(SHAPES) do
         ok_bin and function() loads(bs) end or nil,
         ctor,
         fresh,
-        tp and function() F.replay(tp) end or nil}, 7)
+        tp and function() F.replay(tp) end or nil,
+        ok_bin and function() dumps(data, bopts) end or nil,
+        tp and function() F.walk(data) end or nil}, 9)
       local json_rt, cj_rt, bin_rt, bin_loads, ctor_rt, fresh_rt, api_rt = r[1], r[2], r[3], r[4], r[5], r[6], r[7]
+      local bin_dumps, walk_rt = r[8], r[9]
       local py_json, py_pickle, py_ploads = python(shape.py)
 
       R.line("JSON rt vs Python json", json_rt, py_json, "rt/s", "higher", "goal > 1x")
@@ -395,6 +400,9 @@ for _, shape in ipairs(SHAPES) do
       local ar = bin_loads and api_rt and api_rt / bin_loads
       floor_line("binary loads vs C API floor", "lmp loads", bin_loads, "API calls", api_rt,
         ar and fmt("loads takes %.2fx the calls it must make", ar) or "n/a (not plain data)")
+      local wr = bin_dumps and walk_rt and walk_rt / bin_dumps
+      floor_line("binary dumps vs C API walk", "lmp dumps", bin_dumps, "API walk", walk_rt,
+        wr and fmt("dumps takes %.2fx a bare walk", wr) or "n/a (not plain data)")
       local fr = bin_loads and fresh_rt and fresh_rt / bin_loads
       if fresh_rt then
         floor_line("  (same, strings made anew by string.sub)", "lmp loads", bin_loads, "Lua build", fresh_rt,
