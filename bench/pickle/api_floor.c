@@ -10,8 +10,9 @@
  * costs on top of the Lua C API (lua_pushnumber + lua_rawseti is a dozen
  * nanoseconds an item, where a chunk of table constructors stores its
  * constants with one SETLIST). Plain data only: a function, a userdata
- * or a metatable makes tape() return nil. walk(v) is the same floor for
- * encoders (below).
+ * or a metatable makes tape() return nil; it also returns how many tables
+ * are shared. walk(v) is the same floor for encoders, for trees (no
+ * shared table) only: it keeps no memo, and raises on a cycle.
  *   local F = require "api_floor"; local t = F.tape(v); F.replay(t) */
 #include <stdint.h>
 #include <stdlib.h>
@@ -186,7 +187,8 @@ static int l_tape(lua_State *L) {
   lua_setmetatable(L, 4);
   if (!record(L, t, 1, &nobj, 0)) return 0;
   lua_settop(L, 4);
-  return 1;
+  lua_pushinteger(L, (lua_Integer)nobj);
+  return 2;
 }
 
 static uint32_t get32(const unsigned char **p) {
@@ -256,7 +258,8 @@ static int l_replay(lua_State *L) {
  * string's bytes copied (string keys too), into a buffer kept between
  * calls. No type tags, no memo of tables met, no checks: the floor that
  * pickle.dumps is compared with. */
-static void walk(lua_State *L, int idx, tape *buf) {
+static void walk(lua_State *L, int idx, tape *buf, int depth) {
+  if (depth > 200) luaL_error(L, "walk: a tree only (no cycle, 200 levels at most)");
   switch (lua_type(L, idx)) {
     case LUA_TNUMBER: {
       double x = (double)lua_tonumber(L, idx);
@@ -273,8 +276,8 @@ static void walk(lua_State *L, int idx, tape *buf) {
       luaL_checkstack(L, 4, "api_floor");
       lua_pushnil(L);
       while (lua_next(L, idx)) {     /* a list's keys are not written */
-        if (lua_type(L, -2) == LUA_TSTRING) walk(L, lua_gettop(L) - 1, buf);
-        walk(L, lua_gettop(L), buf);
+        if (lua_type(L, -2) == LUA_TSTRING) walk(L, lua_gettop(L) - 1, buf, depth + 1);
+        walk(L, lua_gettop(L), buf, depth + 1);
         lua_pop(L, 1);
       }
       break;
@@ -288,7 +291,7 @@ static void walk(lua_State *L, int idx, tape *buf) {
 static int l_walk(lua_State *L) {
   static tape buf;                 /* kept: a warm encoder's buffer */
   buf.n = 0;
-  walk(L, 1, &buf);
+  walk(L, 1, &buf, 0);
   lua_pushinteger(L, (lua_Integer)buf.n);
   return 1;
 }

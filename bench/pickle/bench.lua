@@ -373,8 +373,10 @@ for _, shape in ipairs(SHAPES) do
         local okf, whyf = check(fresh(), data)
         if not okf then print("  (the fresh-strings builder does not build the same value: " .. tostring(whyf) .. ")") end
       end
-      local tp = F and F.tape(data)
+      local tp, nshared = nil, nil
+      if F then tp, nshared = F.tape(data) end
       if tp and not check(F.replay(tp), data) then tp = nil end
+      local tree = tp and nshared == 0     -- the bare walk keeps no memo
       local r = rates({
         ok_json and function() loads(dumps(data)) end or nil,
         cj_ok and function() cjson.decode(cjson.encode(data)) end or nil,
@@ -384,7 +386,7 @@ for _, shape in ipairs(SHAPES) do
         fresh,
         tp and function() F.replay(tp) end or nil,
         ok_bin and function() dumps(data, bopts) end or nil,
-        tp and function() F.walk(data) end or nil}, 9)
+        tree and function() F.walk(data) end or nil}, 9)
       local json_rt, cj_rt, bin_rt, bin_loads, ctor_rt, fresh_rt, api_rt = r[1], r[2], r[3], r[4], r[5], r[6], r[7]
       local bin_dumps, walk_rt = r[8], r[9]
       local py_json, py_pickle, py_ploads = python(shape.py)
@@ -402,7 +404,7 @@ for _, shape in ipairs(SHAPES) do
         ar and fmt("loads takes %.2fx the calls it must make", ar) or "n/a (not plain data)")
       local wr = bin_dumps and walk_rt and walk_rt / bin_dumps
       floor_line("binary dumps vs C API walk", "lmp dumps", bin_dumps, "API walk", walk_rt,
-        wr and fmt("dumps takes %.2fx a bare walk", wr) or "n/a (not plain data)")
+        wr and fmt("dumps takes %.2fx a bare walk", wr) or "n/a (not a tree of plain data)")
       local fr = bin_loads and fresh_rt and fresh_rt / bin_loads
       if fresh_rt then
         floor_line("  (same, strings made anew by string.sub)", "lmp loads", bin_loads, "Lua build", fresh_rt,
