@@ -642,10 +642,10 @@ static int l_globals(lua_State *L) {
 }
 
 /* joinbytes(parts) -> the strings parts[1..n] end to end, as an lmp.Bytes
- * from LMP_BYTES_MIN bytes on (a pool's chunk with big strings out of
- * band: table.concat grew a Lua buffer by doubling, copied it into a new
- * string and left megabytes of garbage; this is one malloc, one copy,
- * freed once sent). */
+ * (a pool's chunk with big strings out of band, so always big:
+ * table.concat grew a Lua buffer by doubling, copied it into a new string
+ * and left megabytes of garbage; this is one malloc, one copy, freed once
+ * sent). */
 static int l_joinbytes(lua_State *L) {
   size_t total = 0, n, i, len, at = 0;
   char *buf;
@@ -657,17 +657,7 @@ static int l_joinbytes(lua_State *L) {
     total += lua_rawlen(L, -1);
     lua_pop(L, 1);
   }
-  if (total < LMP_BYTES_MIN) {
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    for (i = 1; i <= n; i++) {
-      lua_rawgeti(L, 1, (lua_Integer)i);
-      luaL_addvalue(&b);
-    }
-    luaL_pushresult(&b);
-    return 1;
-  }
-  if (!(buf = (char *)malloc(total))) return luaL_error(L, "not enough memory");
+  if (!(buf = (char *)malloc(total ? total : 1))) return luaL_error(L, "not enough memory");
   for (i = 1; i <= n; i++) {
     const char *s;
     lua_rawgeti(L, 1, (lua_Integer)i);

@@ -47,12 +47,10 @@ int lmp_pickle_string_is_plain(lua_State *L, int idx);
  * pushes nothing useful when s is not canonical base64). */
 void lmp_pickle_b64enc(lua_State *L, const char *s, size_t n);
 int lmp_pickle_b64dec(lua_State *L, const char *s, size_t n);
-/* Leaf tags of the JSON form (lpickle_tag.c): push_leaf pushes the tagged
- * string of the non-plain number or string at idx ("\1i..", "\1f..",
- * "\1b<base64>", "\1'.."); untag_leaf pushes the value of such a string
+/* Leaf tags of the JSON form (lpickle_tag.c): untag_leaf pushes the value
+ * of a tagged string ("\1i..", "\1f..", "\1x..", "\1b<base64>", "\1'..")
  * and returns 1, or returns 0 when s is no leaf tag (the stack may then
  * hold one junk value). */
-void lmp_pickle_push_leaf(lua_State *L, int idx);
 int lmp_pickle_untag_leaf(lua_State *L, const char *s, size_t n);
 /* Adds tagcopy / untag (lpickle_tag.c) to the table on top. */
 void lmp_pickle_tag_open(lua_State *L);

@@ -38,8 +38,8 @@
 #include "lpickle.h"
 
 #define STR_LIMIT (64 * 1024)            /* pickle.lua's ATTACH_MIN */
-#define TAGGED_FLOAT "\"\\u0001x"          /* cjson's text of "\1x", then 16 hex digits */
 #define TAG_TEXT "\"\\u0001"               /* a tagged string's start, then its kind */
+#define TAGGED_FLOAT TAG_TEXT "x"              /* then 16 hex digits */
 #define TAG_TEXT_LEN (sizeof TAG_TEXT - 1)
 
 enum { NO_MEMORY = -1, NOT_MINE = 0, DONE = 1 };
@@ -263,22 +263,35 @@ static int put_string(lua_State *L, int idx, wbuf *b) {
 
 static int write_value(wctx *c, int idx, int depth);
 
-/* Writes the items 1..n of the table at idx, then makes sure it has no
- * other key. */
-static int write_array(wctx *c, int idx, size_t n, int depth) {
+/* Writes [t[first], ..., t[last]] (t the table at idx, first <= last),
+ * the items at depth; a string item of str_limit bytes or more is not
+ * mine (0: no limit). A nil item is not mine either (write_value). */
+static int write_items(wctx *c, int idx, lua_Integer first, lua_Integer last,
+                       int depth, size_t str_limit) {
   lua_State *L = c->L;
-  size_t i, k = 0;
+  lua_Integer i;
   int r;
   c->b.p[c->b.n++] = '[';
-  for (i = 1; i <= n; i++) {
-    lua_rawgeti(L, idx, (lua_Integer)i);
-    r = write_value(c, lua_gettop(L), depth + 1);
+  for (i = first; i <= last; i++) {
+    lua_rawgeti(L, idx, i);
+    if (str_limit && lua_type(L, -1) == LUA_TSTRING && lua_rawlen(L, -1) >= str_limit) r = NOT_MINE;
+    else r = write_value(c, lua_gettop(L), depth);
     lua_pop(L, 1);
     if (r != DONE) return r;
     if (!wbuf_room(&c->b, 1)) return NO_MEMORY;
     c->b.p[c->b.n++] = ',';
   }
   c->b.p[c->b.n - 1] = ']';
+  return DONE;
+}
+
+/* Writes the items 1..n of the table at idx, then makes sure it has no
+ * other key. */
+static int write_array(wctx *c, int idx, size_t n, int depth) {
+  lua_State *L = c->L;
+  size_t k = 0;
+  int r = write_items(c, idx, 1, (lua_Integer)n, depth + 1, 0);
+  if (r != DONE) return r;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     lua_pop(L, 1);
@@ -345,23 +358,10 @@ static int write_value(wctx *c, int idx, int depth) {
 /* t[first..last] as a list: every item there (no hole), strings under
  * STR_LIMIT (bigger ones travel out of band: pickle.lua). */
 static int write_slice(wctx *c, int idx, lua_Integer first, lua_Integer last) {
-  lua_State *L = c->L;
-  lua_Integer i;
   int r;
-  if (!lua_checkstack(L, 6)) return NOT_MINE;
-  if ((r = c->admit(c->ud, L, idx)) != DONE) return r;
-  c->b.p[c->b.n++] = '[';
-  for (i = first; i <= last; i++) {
-    lua_rawgeti(L, idx, i);
-    if (lua_type(L, -1) == LUA_TSTRING && lua_rawlen(L, -1) >= STR_LIMIT) r = NOT_MINE;
-    else r = lua_isnil(L, -1) ? NOT_MINE : write_value(c, lua_gettop(L), 1);
-    lua_pop(L, 1);
-    if (r != DONE) return r;
-    if (!wbuf_room(&c->b, 1)) return NO_MEMORY;
-    c->b.p[c->b.n++] = ',';
-  }
-  c->b.p[c->b.n - 1] = ']';
-  return DONE;
+  if (!lua_checkstack(c->L, 6)) return NOT_MINE;
+  if ((r = c->admit(c->ud, c->L, idx)) != DONE) return r;
+  return write_items(c, idx, first, last, 1, STR_LIMIT);
 }
 
 int lmp_pickle_json_push(lua_State *L, int idx, int slice, lua_Integer first,

@@ -58,11 +58,6 @@ static void copy_string(lua_State *L, int idx) {
   lua_remove(L, -2);
 }
 
-void lmp_pickle_push_leaf(lua_State *L, int idx) {
-  if (lua_type(L, idx) == LUA_TNUMBER) copy_number(L, idx);
-  else copy_string(L, idx);
-}
-
 static int copy_value(tagctx *c, int idx, int depth);
 
 /* Sequence length (keys exactly 1..n), or -1. */
